@@ -1,0 +1,119 @@
+//! The command line: what a user or operator types. Parsing lives here; each
+//! command group has its own module.
+
+mod bench;
+mod plugin;
+
+use crate::domain::PluginKind;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "accord",
+    version,
+    about = "Payment-operations daemon: sandboxed wasm parsers, matchers and routers over PostgreSQL"
+)]
+pub struct Cli {
+    /// More log output (debug level); `RUST_LOG` overrides.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with plugins: scaffold, build, check, test, list.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a plugin crate that builds and tests green.
+    New {
+        #[arg(long, value_parser = parse_kind)]
+        kind: PluginKind,
+        /// Crate / plugin name, e.g. `acme-csv`.
+        name: String,
+        /// Parent directory of the new crate (default: current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path to the `plugin-sdk` directory (default: the one this accord was
+        /// built from, or $ACCORD_SDK_PATH).
+        #[arg(long, env = "ACCORD_SDK_PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build plugin crates to components and install them (wasm + manifest)
+    /// into a plugins directory.
+    Build {
+        /// Plugin crate directories (each with a manifest.toml); default: every
+        /// crate under ./plugins.
+        crates: Vec<PathBuf>,
+        /// Where to install `<name>.wasm` + `<name>.toml`.
+        #[arg(long, default_value = "accord-data/plugins")]
+        out: PathBuf,
+    },
+    /// Inspect a component: kind, contract version, imports, and the verdict.
+    Check {
+        file: PathBuf,
+        /// Also require this kind.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<PluginKind>,
+    },
+    /// Run a parser component over a file and print its transactions and rejects.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Parser config: a JSON or TOML file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Bytes per push call.
+        #[arg(long, default_value_t = 256 * 1024)]
+        chunk_size: usize,
+    },
+    /// Show the plugins in a plugins directory with version, sha256 and status
+    /// (from the running daemon when it answers, else by loading the directory).
+    List {
+        #[arg(long, default_value = "accord-data/plugins")]
+        plugins_dir: PathBuf,
+        /// The daemon's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        daemon: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Per-call overhead and CSV parser throughput, wasm vs native.
+    Plugins {
+        /// Rows in the generated CSV.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// The CSV parser component (default: build plugins/csv).
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<PluginKind, String> {
+    s.parse()
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Bench(BenchCommand::Plugins { rows, wasm }) => bench::plugins(rows, wasm),
+    }
+}
