@@ -4,5 +4,8 @@
 
 mod support;
 
+mod api;
+mod daemon;
+mod ingest;
 mod plugin_cli;
 mod plugin_runtime;

@@ -126,3 +126,183 @@ pub fn fixture(plugin: &str, file: &str) -> PathBuf {
         .join("fixtures")
         .join(file)
 }
+
+/// The server the integration tests create their databases on.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{db}?{q}"),
+        None => format!("{scheme}://{authority}/{db}"),
+    }
+}
+
+/// A fresh, migrated database of its own for one test; dropped by
+/// [`TestDb::drop_database`] (best effort: a failed test leaves it for
+/// inspection).
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        use sqlx::Connection as _;
+        let admin = database_url();
+        let name = format!("accord_test_{:016x}", rand::random::<u64>());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {admin} (set DATABASE_URL): {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let url = with_database(&admin, &name);
+        let store = accord::store::Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        store.close().await;
+        TestDb { name, url }
+    }
+
+    /// [`TestDb::create`] from synchronous code.
+    pub fn create_blocking() -> TestDb {
+        block_on(TestDb::create())
+    }
+
+    pub async fn drop_database(self) {
+        use sqlx::Connection as _;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&database_url()).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+            conn.close().await.ok();
+        }
+    }
+
+    pub fn drop_blocking(self) {
+        block_on(self.drop_database())
+    }
+}
+
+/// Run a future to completion on a private runtime (for sync tests).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A compile cache shared by every test of this run, so each plugin is
+/// compiled once rather than once per test.
+pub fn shared_cache_dir() -> PathBuf {
+    guest_target_dir().join("compile-cache")
+}
+
+/// The CSV parser config of the generated `shop` files.
+pub fn shop_csv_config() -> serde_json::Value {
+    serde_json::json!({
+        "side": "merchant",
+        "kind": "sale",
+        "date_format": "%Y-%m-%d %H:%M:%S",
+        "time_zone": "UTC",
+        "columns": {
+            "external_id": "id",
+            "amount": "amount",
+            "currency": "currency",
+            "occurred_at": "occurred_at"
+        }
+    })
+}
+
+/// The iceland fixture's parser config.
+pub fn iceland_config() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("csv", "iceland.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// An `accord.toml` body from a JSON description (serialised as TOML).
+pub fn config_toml(config: &serde_json::Value) -> String {
+    toml::to_string(config).expect("config as TOML")
+}
+
+/// A `shop` CSV with one row per id, in order.
+pub fn shop_csv(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = b"id,amount,currency,occurred_at\n".to_vec();
+    for id in ids {
+        writeln!(
+            out,
+            "shop-{id:08},{}.{:02},EUR,2024-03-{:02} {:02}:{:02}:00",
+            id % 1000,
+            id % 100,
+            1 + id % 28,
+            id % 24,
+            id % 60
+        )
+        .unwrap();
+    }
+    out
+}
+
+/// Drop a file into an inbox the way a careful sender does: write it under
+/// a partial name, then rename it into place.
+pub fn drop_file(inbox: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(inbox).unwrap();
+    let part = inbox.join(format!("{name}.part"));
+    std::fs::write(&part, bytes).unwrap();
+    std::fs::rename(&part, inbox.join(name)).unwrap();
+}
+
+/// Names of the regular files directly in `dir` (none if it is missing).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Names of the files under `<data_dir>/archive/<source>/<day>/`, all days.
+pub fn archived(data_dir: &Path, source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let root = data_dir.join("archive").join(source);
+    for day in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        names.extend(files_in(&day.path()));
+    }
+    names.sort();
+    names
+}
+
+/// Wait for `cond` up to `timeout`, polling; panics with `what` on timeout.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -2,6 +2,7 @@
 //! command group has its own module.
 
 mod bench;
+mod daemon;
 mod plugin;
 
 use crate::domain::PluginKind;
@@ -25,6 +26,28 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: watch the inboxes, serve the HTTP API, parse and
+    /// store everything that arrives.
+    Run {
+        /// Configuration file (default: ./accord.toml if present, else
+        /// built-in defaults; ACCORD_* variables override either).
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run files through a source's pipeline once and print a summary.
+    Import {
+        /// The source (as named in the configuration).
+        source: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Work with plugins: scaffold, build, check, test, list.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -105,6 +128,20 @@ pub enum BenchCommand {
         #[arg(long)]
         wasm: Option<PathBuf>,
     },
+    /// CSV plugin → PostgreSQL vs raw COPY of the same rows; peak RSS of
+    /// `accord import` on a large file.
+    Ingest {
+        /// Rows in the generated CSV.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Size of the large file for the peak-RSS run, in MiB (0: skip).
+        #[arg(long, default_value_t = 1024)]
+        big_mb: u64,
+        /// PostgreSQL server to create the bench database on (default:
+        /// $DATABASE_URL, else the local server).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 fn parse_kind(s: &str) -> Result<PluginKind, String> {
@@ -113,7 +150,19 @@ fn parse_kind(s: &str) -> Result<PluginKind, String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config } => daemon::run(config),
+        Command::Migrate { config } => daemon::migrate(config),
+        Command::Import {
+            source,
+            files,
+            config,
+        } => daemon::import(source, files, config),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Bench(BenchCommand::Plugins { rows, wasm }) => bench::plugins(rows, wasm),
+        Command::Bench(BenchCommand::Ingest {
+            rows,
+            big_mb,
+            database_url,
+        }) => bench::ingest(rows, big_mb, database_url),
     }
 }

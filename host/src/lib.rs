@@ -5,9 +5,12 @@
 //! persisted to PostgreSQL. The pipeline reads top to bottom:
 //! ingest → parse → identify → match → route → deliver, with the ledger beside it.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod ingest;
+pub mod pipeline;
 pub mod plugins;
 pub mod store;
 pub mod telemetry;

@@ -1,3 +1,6 @@
+// Natively only the type-checking matters: the export exists on wasm32.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 // Shared by the test-only guests: one transaction per input line, tagged with
 // the guest's VERSION, so tests can tell which build answered. A line equal
 // to TRIGGER calls `hostile()` instead.

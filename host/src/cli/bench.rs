@@ -5,6 +5,7 @@ use crate::plugins::PluginError;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CHUNK: usize = 1 << 20;
@@ -153,4 +154,194 @@ pub fn plugins(rows: usize, wasm: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         w.as_secs_f64() / n.as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `accord bench ingest`: the CSV plugin into PostgreSQL with the production
+/// schema, against a raw COPY of the same rows into an identically indexed
+/// table; then the peak RSS of `accord import` on a large file.
+pub fn ingest(rows: usize, big_mb: u64, database_url: Option<String>) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(ingest_async(rows, big_mb, database_url))
+}
+
+async fn ingest_async(
+    rows: usize,
+    big_mb: u64,
+    database_url: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use crate::config::Config;
+    use crate::pipeline::{Context, import_stream};
+    use crate::store::{Channel, Store};
+    use futures::TryStreamExt;
+    use sqlx::Connection;
+
+    let server = database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db = format!("accord_bench_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await?;
+    let url = with_database(&server, &db);
+    let result = async {
+        let work = tempfile::tempdir()?;
+        let plugins = work.path().join("plugins");
+        eprintln!("building plugins/csv for wasm32-wasip2 …");
+        build(&[PathBuf::from("plugins/csv")], &plugins)?;
+        let config_path = work.path().join("accord.toml");
+        let mut config = toml::Table::new();
+        config.insert("database_url".into(), url.clone().into());
+        config.insert("data_dir".into(), work.path().join("data").display().to_string().into());
+        config.insert("plugins_dir".into(), plugins.display().to_string().into());
+        let mut source = toml::Table::new();
+        source.insert("name".into(), "bench".into());
+        source.insert("side".into(), "merchant".into());
+        source.insert("parser".into(), "csv".into());
+        source.insert("config".into(), toml::Value::try_from(csv_config())?);
+        config.insert("sources".into(), toml::Value::Array(vec![source.into()]));
+        std::fs::write(&config_path, toml::to_string(&config)?)?;
+        let config = Arc::new(Config::load(Some(&config_path), std::iter::empty::<(String, String)>())?);
+
+        let store = Store::connect(&url).await?;
+        store.migrate().await?;
+        let runtime = cli_runtime(Some(plugins.clone()))?;
+        runtime.rescan();
+        let ctx = Context { store: store.clone(), runtime, config: config.clone() };
+
+        let data = generate_csv(rows);
+        let mb = data.len() as f64 / 1e6;
+        let body = futures::stream::iter(
+            data.chunks(1 << 20).map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
+        );
+        let t = Instant::now();
+        let outcome = import_stream(&ctx, "bench", Channel::Cli, Some("bench.csv".into()), None, u64::MAX, body).await?;
+        let accord_time = t.elapsed();
+        let accepted = outcome.counts.map(|c| c.accepted).unwrap_or(0);
+        anyhow::ensure!(accepted as usize == rows, "accord stored {accepted} of {rows} rows: {outcome:?}");
+
+        // The same rows, byte for byte as stored, COPYed into a table with the
+        // same columns and indexes.
+        let mut conn = store.pool().acquire().await?;
+        sqlx::query("CREATE TABLE bench_raw (LIKE transactions INCLUDING ALL)").execute(&mut *conn).await?;
+        let mut copy_text = Vec::with_capacity(data.len() * 3);
+        {
+            let mut out = conn.copy_out_raw("COPY transactions TO STDOUT").await?;
+            while let Some(chunk) = out.try_next().await? {
+                copy_text.extend_from_slice(&chunk);
+            }
+        }
+        let t = Instant::now();
+        let mut copy = conn.copy_in_raw("COPY bench_raw FROM STDIN").await?;
+        for chunk in copy_text.chunks(1 << 20) {
+            copy.send(chunk).await?;
+        }
+        let copied = copy.finish().await?;
+        let copy_time = t.elapsed();
+        anyhow::ensure!(copied as usize == rows, "raw COPY loaded {copied} rows");
+        drop(conn);
+
+        let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+        println!("accord bench ingest — {rows} rows, {mb:.1} MB CSV, PostgreSQL at {}", crate::config::redact_url(&server));
+        println!(
+            "  accord (wasm csv parser → COPY staging → merge, raw bytes retained): {:>7.2} s  {:>9.0} rows/s",
+            accord_time.as_secs_f64(),
+            rate(accord_time)
+        );
+        println!(
+            "  raw COPY into an identically indexed table:                          {:>7.2} s  {:>9.0} rows/s",
+            copy_time.as_secs_f64(),
+            rate(copy_time)
+        );
+        println!("  ratio accord / raw COPY: {:.2}", rate(accord_time) / rate(copy_time));
+        store.close().await;
+
+        if big_mb > 0 {
+            let big = work.path().join("big.csv");
+            {
+                use std::io::Write;
+                let mut f = std::io::BufWriter::new(std::fs::File::create(&big)?);
+                let block = generate_csv(100_000);
+                let body = &block[block.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0)..];
+                f.write_all(b"id,amount,currency,occurred_at,mid,auth_code,last_four\n")?;
+                let mut written = 0u64;
+                let mut round = 0u64;
+                while written < big_mb << 20 {
+                    // Unique ids per round: rewrite the id prefix.
+                    let tagged: Vec<u8> = body
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .flat_map(|l| {
+                            let mut v = format!("R{round:04}").into_bytes();
+                            v.extend_from_slice(l);
+                            v.push(b'\n');
+                            v
+                        })
+                        .collect();
+                    f.write_all(&tagged)?;
+                    written += tagged.len() as u64;
+                    round += 1;
+                }
+            }
+            let size = std::fs::metadata(&big)?.len();
+            let exe = std::env::current_exe()?;
+            let t = Instant::now();
+            let mut child = std::process::Command::new(exe)
+                .args(["import", "bench"])
+                .arg(&big)
+                .arg("--config")
+                .arg(&config_path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let (status, peak_kib) = wait_with_peak_rss(&mut child)?;
+            anyhow::ensure!(status == 0, "accord import of the large file exited with {status}");
+            println!(
+                "  `accord import` of a {:.2} GB file: {:.1} s, peak RSS {:.0} MB",
+                size as f64 / 1e9,
+                t.elapsed().as_secs_f64(),
+                peak_kib as f64 / 1024.0
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Wait for `child`; its exit code and peak resident set (KiB) from wait4.
+fn wait_with_peak_rss(child: &mut std::process::Child) -> anyhow::Result<(i32, i64)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zero-initialised; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not yet reaped.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    anyhow::ensure!(r == pid, "wait4: {}", std::io::Error::last_os_error());
+    Ok((libc::WEXITSTATUS(status), usage.ru_maxrss))
 }

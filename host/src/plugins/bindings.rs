@@ -13,11 +13,11 @@ pub mod v0_1_0 {
         world: "accord:plugins/host@0.1.0",
     });
 
-    pub use accord::host::log;
-    pub use accord::types::types;
-    pub use exports::accord::matcher::matcher;
-    pub use exports::accord::parser::parser;
-    pub use exports::accord::router::router;
+    pub use self::accord::host::log;
+    pub use self::accord::types::types;
+    pub use self::exports::accord::matcher::matcher;
+    pub use self::exports::accord::parser::parser;
+    pub use self::exports::accord::router::router;
 }
 
 pub use v0_1_0 as latest;

@@ -300,6 +300,12 @@ impl Parsing {
     /// external ids), mark the import `parsed` with its counts and plugin,
     /// log the event, and commit.
     pub async fn commit(mut self) -> Result<ParseCounts> {
+        // The merge sorts the whole import by seq; let it do so in memory
+        // rather than spill a large file's staging to disk (this transaction
+        // only).
+        sqlx::query("SET LOCAL work_mem = '256MB'")
+            .execute(&mut *self.tx)
+            .await?;
         let inserted = sqlx::query(&format!(
             "INSERT INTO transactions (source, import_id, source_row, external_id, side, kind, \
                 amount_minor, currency, occurred_at, utc_offset_seconds, time_known, provider, \
