@@ -106,15 +106,27 @@ pub fn plugins(rows: usize, wasm: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Ok((t.elapsed(), n))
     };
     let native_config = config.to_string();
+    // The same logic natively, driven the way the host drives the
+    // component: one batch per chunk, dropped once counted.
     let native_run = || -> anyhow::Result<(Duration, usize)> {
+        use accord_plugin_sdk::{Batch, Parser as _};
         let t = Instant::now();
-        let b = accord_plugin_sdk::testing::run_parser::<accord_plugin_csv::CsvParser>(
-            &native_config,
-            &data,
-            CHUNK,
-        )
-        .map_err(|e| anyhow::anyhow!("native parser: {}", e.message))?;
-        Ok((t.elapsed(), b.transactions.len()))
+        let cfg = accord_plugin_sdk::parse_config(&native_config)
+            .map_err(|e| anyhow::anyhow!("native parser config: {}", e.message))?;
+        let mut p = accord_plugin_csv::CsvParser::open(cfg)
+            .map_err(|e| anyhow::anyhow!("native parser: {}", e.message))?;
+        let mut n = 0;
+        for chunk in data.chunks(CHUNK) {
+            let mut b = Batch::new();
+            p.push(chunk, &mut b)
+                .map_err(|e| anyhow::anyhow!("native parser: {}", e.message))?;
+            n += b.transactions.len();
+        }
+        let mut b = Batch::new();
+        p.finish(&mut b)
+            .map_err(|e| anyhow::anyhow!("native parser: {}", e.message))?;
+        n += b.transactions.len();
+        Ok((t.elapsed(), n))
     };
     let mut wasm_times = Vec::new();
     let mut native_times = Vec::new();
