@@ -106,6 +106,7 @@ pub mod country;
 pub mod csv;
 pub mod fixed;
 pub mod iban;
+pub mod json;
 pub mod lines;
 pub mod log;
 pub mod money;

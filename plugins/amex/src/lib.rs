@@ -9,10 +9,10 @@
 //! This parser does not know merchants: suppressing auths of spotting and
 //! streaming merchants (§2.3) is the host's job after identification.
 
-mod json_input;
-
+use accord_plugin_sdk::json::{
+    JsonMessages, Message, object, optional, required, required_non_empty,
+};
 use accord_plugin_sdk::prelude::*;
-use json_input::{JsonMessages, Message, object, optional, required, required_non_empty};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -29,7 +29,7 @@ pub enum Feed {
 pub struct Config {
     pub feed: Feed,
     /// Largest JSON-array document buffered before giving up.
-    #[serde(default = "json_input::default_max_bytes")]
+    #[serde(default = "accord_plugin_sdk::json::default_max_bytes")]
     pub max_bytes: u64,
 }
 

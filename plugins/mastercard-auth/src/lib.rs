@@ -7,10 +7,8 @@
 //! (`plugins/mastercard-tgx2`), with the London local date, so an auth and
 //! its settlement collapse even around midnight.
 
-mod json_input;
-
+use accord_plugin_sdk::json::{JsonMessages, Message, object, required, required_non_empty};
 use accord_plugin_sdk::prelude::*;
-use json_input::{JsonMessages, Message, object, required, required_non_empty};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -19,7 +17,7 @@ use sha2::{Digest, Sha256};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Largest JSON-array document buffered before giving up.
-    #[serde(default = "json_input::default_max_bytes")]
+    #[serde(default = "accord_plugin_sdk::json::default_max_bytes")]
     pub max_bytes: u64,
 }
 

@@ -3,8 +3,8 @@
 use accord_plugin_sdk::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::json_input::{Message, object, optional, required, required_non_empty};
 use crate::{Counts, Merchant, Row, Rules, amount, cards, python, sale, sha256_joined};
+use accord_plugin_sdk::json::{Message, object, optional, required, required_non_empty};
 
 pub(crate) fn message(rules: &Rules, counts: &mut Counts, m: Message<'_>, out: &mut Batch) {
     let Message {

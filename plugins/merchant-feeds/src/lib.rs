@@ -19,14 +19,13 @@
 mod cards;
 mod csv_feeds;
 mod json_feeds;
-mod json_input;
 mod python;
 
 use std::collections::BTreeMap;
 
 use accord_plugin_sdk::csv::CsvStream;
+use accord_plugin_sdk::json::JsonMessages;
 use accord_plugin_sdk::prelude::*;
-use json_input::JsonMessages;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -67,7 +66,7 @@ impl Merchant {
 pub struct Config {
     pub merchant: Merchant,
     /// Largest JSON-array document buffered before giving up (JSON feeds).
-    #[serde(default = "json_input::default_max_bytes")]
+    #[serde(default = "accord_plugin_sdk::json::default_max_bytes")]
     pub max_bytes: u64,
 }
 

@@ -6,12 +6,12 @@
 //! message that is not valid JSON arrives as an error to reject, and only a
 //! broken array fails the whole input.
 //!
-//! Same layout rules as `plugins/visa-vop`; kept as a module of this crate
-//! (not the SDK) so the plugin stays self-contained.
+//! Used by the JSON feed plugins (Amex, Mastercard auth, Stonegate, Costa):
+//! one reader, so the layout rules cannot drift apart between them.
 
 use std::borrow::Cow;
 
-use accord_plugin_sdk::prelude::*;
+use crate::{Batch, FieldError, Line, LineSplitter, PluginError, Transaction};
 use serde::Deserializer as _;
 use serde::de::{SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -235,4 +235,18 @@ pub fn required_non_empty<'a>(
         return Err(FieldError::new(key, "empty value"));
     }
     Ok(v)
+}
+
+/// Optional key: absent and `null` are `None`; another non-text type is an
+/// error on that key.
+pub fn optional<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<Cow<'a, str>>, FieldError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => text(v)
+            .map(Some)
+            .ok_or_else(|| FieldError::new(key, "not a string or number")),
+    }
 }
