@@ -15,9 +15,8 @@ COPY --from=build /out/plugins /var/lib/accord/plugins
 COPY examples /etc/accord/examples
 RUN mkdir -p /var/lib/accord && chown -R accord /var/lib/accord
 USER accord
-ENV ACCORD_DATA_DIR=/var/lib/accord \
-    ACCORD_PLUGINS_DIR=/var/lib/accord/plugins \
+ENV ACCORD_PLUGINS_DIR=/var/lib/accord/plugins \
     ACCORD_LISTEN=0.0.0.0:8080
 EXPOSE 8080
 ENTRYPOINT ["accord"]
-CMD ["run", "--config", "/etc/accord/examples/accord.toml"]
+CMD ["run", "--config", "/etc/accord/examples/docker.toml"]
