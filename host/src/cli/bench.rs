@@ -271,6 +271,8 @@ async fn ingest_async(
         );
         println!("  ratio accord / raw COPY: {:.2}", rate(accord_time) / rate(copy_time));
         store.close().await;
+        drop(copy_text);
+        drop(data);
 
         if big_mb > 0 {
             let big = work.path().join("big.csv");
@@ -346,14 +348,27 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
-/// Wait for `child`; its exit code and peak resident set (KiB) from wait4.
+/// Wait for `child`; its exit code and peak resident set (KiB).
+///
+/// The peak is the child's own `VmHWM`, read until it exits: `ru_maxrss`
+/// from wait4 would also count the pages it shared with this (large) bench
+/// process between fork and exec.
 fn wait_with_peak_rss(child: &mut std::process::Child) -> anyhow::Result<(i32, i64)> {
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zero-initialised; wait4 fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own child, not yet reaped.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(r == pid, "wait4: {}", std::io::Error::last_os_error());
-    Ok((libc::WEXITSTATUS(status), usage.ru_maxrss))
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0i64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            let hwm = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+            if let Some(hwm) = hwm {
+                peak_kib = peak_kib.max(hwm);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((status.code().unwrap_or(-1), peak_kib));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -86,12 +86,61 @@ impl CompileCache {
         }
         let artifact = engine.precompile_component(wasm)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        // Write then rename, so a crash never leaves a half-written entry under
-        // the real name.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &artifact)?;
-        std::fs::rename(&tmp, &path)?;
+        // Write a uniquely named temporary file, then rename: a crash never
+        // leaves a half-written entry under the real name, and two runtimes
+        // compiling the same component at once (threads of one process
+        // included) each publish a whole file; the last rename wins.
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        std::io::Write::write_all(&mut tmp, &artifact)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
         // SAFETY: just produced by this engine.
         Ok(unsafe { Component::deserialize(engine, &artifact)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid component: the preamble of an empty one.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn concurrent_misses_on_one_entry_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = std::sync::Arc::new(CompileCache::open(dir.path()).unwrap());
+        let engine = Engine::default();
+        let sha = hex::encode(Sha256::digest(EMPTY_COMPONENT));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (cache, engine, sha) = (cache.clone(), engine.clone(), sha.clone());
+                std::thread::spawn(move || cache.load(&engine, EMPTY_COMPONENT, &sha).map(|_| ()))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().expect("every concurrent load succeeds");
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.compiled + stats.hits, 6);
+        assert!(cache.entry_path(&engine, &sha).exists());
+        // Only the entry is left behind, no temporary files.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn second_load_is_a_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(dir.path()).unwrap();
+        let engine = Engine::default();
+        let sha = hex::encode(Sha256::digest(EMPTY_COMPONENT));
+        cache.load(&engine, EMPTY_COMPONENT, &sha).unwrap();
+        cache.load(&engine, EMPTY_COMPONENT, &sha).unwrap();
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                compiled: 1,
+                hits: 1
+            }
+        );
     }
 }
