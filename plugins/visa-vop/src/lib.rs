@@ -9,10 +9,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use accord_plugin_sdk::json::{JsonMessages, Message, object, text};
 use accord_plugin_sdk::prelude::*;
 use serde::Deserialize;
-use serde::Deserializer as _;
-use serde::de::{SeqAccess, Visitor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -39,7 +38,7 @@ pub struct Config {
     #[serde(default)]
     pub zone_by_merchant_id: BTreeMap<String, String>,
     /// Largest JSON-array document buffered before giving up.
-    #[serde(default = "default_max_bytes")]
+    #[serde(default = "accord_plugin_sdk::json::default_max_bytes")]
     pub max_bytes: u64,
 }
 
@@ -47,29 +46,12 @@ fn gmt() -> String {
     "GMT".to_string()
 }
 
-fn default_max_bytes() -> u64 {
-    256 * 1024 * 1024
-}
-
-/// How the input is laid out, known from its first non-blank byte.
-enum Layout {
-    /// Nothing but whitespace seen yet; those bytes are kept so that line
-    /// numbers and offsets stay right once the layout is known.
-    Undecided(Vec<u8>),
-    Lines {
-        lines: LineSplitter,
-        records: u64,
-    },
-    Array(Vec<u8>),
-}
-
 pub struct VopParser {
     feed: Feed,
     auth_zone: time::Zone,
     zone_by_mid: BTreeMap<String, time::Zone>,
     gmt: time::Zone,
-    max_bytes: u64,
-    layout: Layout,
+    input: JsonMessages,
 }
 
 /// Key prefix and the per-feed keys of the field table (§1.2).
@@ -119,43 +101,13 @@ impl VopParser {
         }
     }
 
-    /// One message, as record `record` starting at `offset` (when known).
-    fn record(
-        &self,
-        record: u64,
-        offset: Option<u64>,
-        raw: &[u8],
-        message: Result<Value, String>,
-        out: &mut Batch,
-    ) {
-        let result = message
-            .map_err(|e| FieldError::reason(format!("invalid JSON: {e}")))
-            .and_then(|m| self.transaction(&m));
-        match result {
-            Ok(tx) => out.accept(record, tx),
-            Err(e) => out.reject(e.reject_at(Some(record), offset, raw)),
-        }
-    }
-
-    fn line(&self, line: Line<'_>, records: &mut u64, out: &mut Batch) {
-        let Ok(text) = line.text() else {
-            *records += 1;
-            let e = FieldError::reason("invalid UTF-8");
-            out.reject(e.reject_at(Some(*records), Some(line.offset), line.bytes));
-            return;
-        };
-        if text.trim().is_empty() {
-            return;
-        }
-        *records += 1;
-        let message = serde_json::from_str(text).map_err(|e| e.to_string());
-        self.record(*records, Some(line.offset), line.bytes, message, out);
+    /// One message: a transaction, or a reject naming its record and offset.
+    fn message(&self, message: Message<'_>, out: &mut Batch) {
+        message.deliver(out, |v| self.transaction(v).map(Some));
     }
 
     fn transaction(&self, message: &Value) -> Result<Transaction, FieldError> {
-        let Value::Object(message) = message else {
-            return Err(FieldError::reason("message is not a JSON object"));
-        };
+        let message = object(message)?;
         let keys = self.keys();
         let card_token = match message.get("ExternalUserId") {
             Some(v) => text(v)
@@ -250,17 +202,6 @@ impl<'a> Elements<'a> {
     }
 }
 
-/// A string as is; a number as the text serde_json keeps for it (integers
-/// exactly, decimals as their shortest round-trip form: `24.5` -> `"24.5"`),
-/// so amounts never go through float arithmetic.
-fn text(v: &Value) -> Option<Cow<'_, str>> {
-    match v {
-        Value::String(s) => Some(Cow::Borrowed(s)),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        _ => None,
-    }
-}
-
 /// `"0"` means "no identifier" (payment-feeds.md §0.1 Recommendation); empty
 /// values are dropped by `with_merchant_id`.
 fn merchant_id(value: &str) -> &str {
@@ -299,99 +240,22 @@ impl Parser for VopParser {
             auth_zone,
             zone_by_mid,
             gmt: zone("GMT", "GMT")?,
-            max_bytes: config.max_bytes,
-            layout: Layout::Undecided(Vec::new()),
+            input: JsonMessages::new(config.max_bytes),
         })
     }
 
     fn push(&mut self, chunk: &[u8], out: &mut Batch) -> Result<(), PluginError> {
-        let mut layout = std::mem::replace(&mut self.layout, Layout::Undecided(Vec::new()));
-        let chunk: Cow<'_, [u8]> = match &mut layout {
-            Layout::Undecided(seen) => match chunk.iter().find(|b| !b.is_ascii_whitespace()) {
-                None => {
-                    seen.extend_from_slice(chunk);
-                    self.layout = layout;
-                    return Ok(());
-                }
-                Some(first) => {
-                    let mut all = std::mem::take(seen);
-                    all.extend_from_slice(chunk);
-                    layout = if *first == b'[' {
-                        Layout::Array(Vec::new())
-                    } else {
-                        Layout::Lines {
-                            lines: LineSplitter::new(),
-                            records: 0,
-                        }
-                    };
-                    Cow::Owned(all)
-                }
-            },
-            _ => Cow::Borrowed(chunk),
-        };
-        match &mut layout {
-            Layout::Undecided(_) => {}
-            Layout::Lines { lines, records } => {
-                lines.push(&chunk, |line| self.line(line, records, out))
-            }
-            Layout::Array(buf) => {
-                if (buf.len() + chunk.len()) as u64 > self.max_bytes {
-                    return Err(PluginError::malformed(format!(
-                        "JSON array larger than max_bytes ({} bytes)",
-                        self.max_bytes
-                    )));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-        }
-        self.layout = layout;
-        Ok(())
+        let mut input = std::mem::replace(&mut self.input, JsonMessages::new(0));
+        let result = input.push(chunk, |m| self.message(m, out));
+        self.input = input;
+        result
     }
 
     fn finish(&mut self, out: &mut Batch) -> Result<(), PluginError> {
-        match std::mem::replace(&mut self.layout, Layout::Undecided(Vec::new())) {
-            Layout::Undecided(_) => Ok(()),
-            Layout::Lines {
-                mut lines,
-                mut records,
-            } => {
-                lines.finish(|line| self.line(line, &mut records, out));
-                Ok(())
-            }
-            Layout::Array(buf) => {
-                let mut de = serde_json::Deserializer::from_slice(&buf);
-                de.deserialize_seq(EachMessage { parser: self, out })
-                    .and_then(|()| de.end())
-                    .map_err(|e| PluginError::malformed(format!("JSON array: {e}")))
-            }
-        }
-    }
-}
-
-/// Walks a JSON array one message at a time, so memory holds the document
-/// and one message tree, never a tree of the whole array; one odd message is
-/// a reject, only a broken array fails the input.
-struct EachMessage<'a> {
-    parser: &'a VopParser,
-    out: &'a mut Batch,
-}
-
-impl<'de> Visitor<'de> for EachMessage<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON array of VOP messages")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut record = 0;
-        while let Some(message) = seq.next_element::<Value>()? {
-            record += 1;
-            let raw = message.to_string();
-            self.parser
-                .record(record, None, raw.as_bytes(), Ok(message), self.out);
-        }
-        Ok(())
+        let mut input = std::mem::replace(&mut self.input, JsonMessages::new(0));
+        let result = input.finish(|m| self.message(m, out));
+        self.input = input;
+        result
     }
 }
 
