@@ -9,3 +9,4 @@ mod daemon;
 mod ingest;
 mod plugin_cli;
 mod plugin_runtime;
+mod reference;

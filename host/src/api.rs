@@ -15,6 +15,7 @@
 //! | `GET /v1/imports/{id}/rejects?limit=` | 200 `{items}` | 404 `not_found` |
 //! | `GET /v1/imports/{id}/events` | 200 `{items}` | 404 `not_found` |
 //! | `GET /v1/transactions?source=&import_id=&limit=&cursor=` | 200 `{items, next_cursor}` | 400 `bad_request` |
+//! | merchants, MIDs, card registry | see [`reference`] | |
 //! | `GET /v1/plugins` | 200 `[PluginInfo]` (what `accord plugin list` reads) | |
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process is up | |
 //! | `GET /readyz` | 200 `{"status":"ready"}` | 503 `store_unavailable` |
@@ -44,6 +45,7 @@ mod extract;
 mod health;
 mod imports;
 mod plugins;
+mod reference;
 mod transactions;
 
 pub use error::{ApiError, ApiResult, ErrorDetail};
@@ -63,6 +65,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/imports/{id}/rejects", get(imports::rejects))
         .route("/v1/imports/{id}/events", get(imports::events))
         .route("/v1/transactions", get(transactions::list))
+        .merge(reference::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(trace))

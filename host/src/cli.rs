@@ -4,8 +4,10 @@
 mod bench;
 mod daemon;
 mod plugin;
+mod reference;
 
 use crate::domain::PluginKind;
+use crate::store::MerchantMode;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +53,15 @@ pub enum Command {
     /// Work with plugins: scaffold, build, check, test, list.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Merchant identifiers (MIDs): onboard from a file, list.
+    #[command(subcommand)]
+    Mids(MidsCommand),
+    /// Merchants (loyalty schemes) that MIDs belong to.
+    #[command(subcommand)]
+    Merchants(MerchantsCommand),
+    /// The card registry (card token → first six, last four, loyalty id).
+    #[command(subcommand)]
+    Cards(CardsCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -118,6 +129,55 @@ pub enum PluginCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MidsCommand {
+    /// Onboard MIDs from a CSV or JSON file (by extension). Bad lines are
+    /// printed and make the exit status non-zero; the good ones load.
+    Import {
+        file: PathBuf,
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Show registered MIDs, newest first.
+    List {
+        /// Only this merchant's (slug).
+        #[arg(long)]
+        merchant: Option<String>,
+        /// Only this provider's (visa, amex, mastercard).
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantsCommand {
+    /// Create a merchant, or update an existing slug.
+    Add {
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "match", value_parser = parse_mode)]
+        mode: MerchantMode,
+        /// Do not match payments whose card token is not in the registry.
+        #[arg(long)]
+        registered_cards_only: bool,
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CardsCommand {
+    /// Load card-registry entries from a CSV or JSON file (by extension).
+    Import {
+        file: PathBuf,
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Per-call overhead and CSV parser throughput, wasm vs native.
     Plugins {
@@ -144,6 +204,10 @@ pub enum BenchCommand {
     },
 }
 
+fn parse_mode(s: &str) -> Result<MerchantMode, String> {
+    s.parse()
+}
+
 fn parse_kind(s: &str) -> Result<PluginKind, String> {
     s.parse()
 }
@@ -158,6 +222,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
         } => daemon::import(source, files, config),
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Mids(MidsCommand::Import { file, config }) => reference::import_mids(file, config),
+        Command::Mids(MidsCommand::List {
+            merchant,
+            provider,
+            config,
+        }) => reference::list_mids(merchant, provider, config),
+        Command::Merchants(MerchantsCommand::Add {
+            slug,
+            name,
+            mode,
+            registered_cards_only,
+            config,
+        }) => reference::add_merchant(slug, name, mode, !registered_cards_only, config),
+        Command::Cards(CardsCommand::Import { file, config }) => {
+            reference::import_cards(file, config)
+        }
         Command::Bench(BenchCommand::Plugins { rows, wasm }) => bench::plugins(rows, wasm),
         Command::Bench(BenchCommand::Ingest {
             rows,

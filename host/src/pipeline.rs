@@ -25,6 +25,7 @@
 
 mod parse;
 mod receive;
+pub mod reference;
 
 pub(crate) use parse::settled;
 pub use parse::{REJECTS_IN_OUTCOME, parse_import, recover, recover_older_than};

@@ -35,12 +35,17 @@ pub mod embedded;
 mod parse;
 mod read;
 mod receive;
+mod reference;
 #[cfg(test)]
 mod tests;
 
 pub use parse::{ParseCounts, Parsing};
 pub use read::{ImportFilter, ImportRow, Page, StoredReject, StoredTransaction, TransactionFilter};
 pub use receive::{CHUNK_SIZE, NewImport, Received, Receiving};
+pub use reference::{
+    Card, IdentifierType, Merchant, MerchantMode, Mid, MidFilter, MidImport, MidUpdate,
+    NewMerchant, NewMid, Resolution, RowError, valid_slug,
+};
 
 /// The schema, embedded at compile time; applied at start-up and by
 /// `accord migrate`.

@@ -61,6 +61,13 @@ pub enum ApiError {
     /// recorded as failed (422 `unparseable`, with its `import_id`).
     #[error("import {import_id} failed: {reason}")]
     Unparseable { import_id: i64, reason: String },
+    /// A reference-data file that cannot be read as a whole: no header, a
+    /// required column missing, not a JSON array (422 `unreadable_file`).
+    #[error("{0}")]
+    UnreadableFile(String),
+    /// A body format an endpoint does not take (415 `unsupported_content_type`).
+    #[error("unsupported content type `{0}`")]
+    UnsupportedFormat(String),
     /// The database cannot be reached or is overloaded (503
     /// `store_unavailable`); retrying later may succeed.
     #[error("the store is unavailable")]
@@ -100,7 +107,8 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unparseable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unparseable { .. } | Self::UnreadableFile(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedFormat(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -118,6 +126,8 @@ impl ApiError {
             Self::TooLarge { .. } => "too_large",
             Self::UnsupportedContentType { .. } => "unsupported_content_type",
             Self::Unparseable { .. } => "unparseable",
+            Self::UnreadableFile(_) => "unreadable_file",
+            Self::UnsupportedFormat(_) => "unsupported_content_type",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
@@ -189,6 +199,16 @@ impl From<IngestError> for ApiError {
             // The only reader the pipeline has here is the request body: a
             // client that aborts or sends a malformed chunked body.
             IngestError::Io(e) => Self::BadBody(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::pipeline::reference::ReferenceError> for ApiError {
+    fn from(e: crate::pipeline::reference::ReferenceError) -> Self {
+        use crate::pipeline::reference::ReferenceError;
+        match e {
+            ReferenceError::Unreadable(reason) => Self::UnreadableFile(reason),
+            ReferenceError::Store(e) => e.into(),
         }
     }
 }

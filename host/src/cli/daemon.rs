@@ -36,7 +36,7 @@ const RECOVER_EVERY: Duration = Duration::from_secs(60);
 /// Files at least this big get a progress bar in `accord import`.
 const PROGRESS_MIN_BYTES: u64 = 8 * 1024 * 1024;
 
-fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("accord")
@@ -56,8 +56,8 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 /// The store, and the embedded server behind it when we run one.
-struct Database {
-    store: Store,
+pub(super) struct Database {
+    pub(super) store: Store,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -65,7 +65,7 @@ impl Database {
     /// `own`: stop an embedded server at close even if it was already
     /// running (the daemon adopts one left by a crash); one-shot commands
     /// leave a running daemon's server alone.
-    async fn open(config: &Config, own: bool) -> anyhow::Result<Database> {
+    pub(super) async fn open(config: &Config, own: bool) -> anyhow::Result<Database> {
         if let Some(url) = &config.database_url {
             let store = Store::connect(url)
                 .await
@@ -93,7 +93,7 @@ impl Database {
         Ok(Database { store, embedded })
     }
 
-    async fn close(self) {
+    pub(super) async fn close(self) {
         self.store.close().await;
         if let Some(pg) = self.embedded
             && let Err(e) = pg.stop().await
