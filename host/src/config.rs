@@ -57,6 +57,26 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::Side;
 
+/// `path` with `.` and `dir/..` pairs folded away (without touching the
+/// filesystem), so logs and the API show `/srv/accord-data/inbox`, not
+/// `/srv/examples/../accord-data/inbox`.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 /// 1 GiB: the largest file the issue asks us to stream, and larger than any
 /// settlement file seen in practice.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
@@ -299,11 +319,12 @@ impl Cx {
         } else {
             &self.base
         };
-        if path.is_absolute() {
+        let joined = if path.is_absolute() {
             path
         } else {
             base.join(path)
-        }
+        };
+        lexically_normal(&joined)
     }
 
     fn apply_env(
@@ -745,6 +766,18 @@ mod tests {
         vars.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn relative_paths_are_folded_lexically() {
+        assert_eq!(
+            lexically_normal(Path::new("/srv/examples/../accord-data/./inbox")),
+            PathBuf::from("/srv/accord-data/inbox")
+        );
+        assert_eq!(
+            lexically_normal(Path::new("/a/b/../../c")),
+            PathBuf::from("/c")
+        );
     }
 
     fn load(text: &str, vars: &[(&str, &str)]) -> (tempfile::TempDir, Result<Config>) {
