@@ -73,6 +73,38 @@ pub struct JsonMessages {
     max_bytes: u64,
 }
 
+/// A parser fed by a [`JsonMessages`] it owns: `push_json` / `finish_json`
+/// hand every message to the parser itself, so the plugin's `Parser::push`
+/// and `finish` are one line each.
+pub trait JsonFeed {
+    /// The parser's reader.
+    fn input(&mut self) -> &mut JsonMessages;
+    /// Turn one message into a transaction or a reject (or nothing).
+    fn message(&self, message: Message<'_>, out: &mut Batch);
+
+    fn push_json(&mut self, chunk: &[u8], out: &mut Batch) -> Result<(), PluginError>
+    where
+        Self: Sized,
+    {
+        // The reader is taken out for the call so the closure can borrow the
+        // parser; it is always put back, also on error.
+        let mut input = std::mem::replace(self.input(), JsonMessages::new(0));
+        let result = input.push(chunk, |m| self.message(m, out));
+        *self.input() = input;
+        result
+    }
+
+    fn finish_json(&mut self, out: &mut Batch) -> Result<(), PluginError>
+    where
+        Self: Sized,
+    {
+        let mut input = std::mem::replace(self.input(), JsonMessages::new(0));
+        let result = input.finish(|m| self.message(m, out));
+        *self.input() = input;
+        result
+    }
+}
+
 impl JsonMessages {
     pub fn new(max_bytes: u64) -> Self {
         JsonMessages {

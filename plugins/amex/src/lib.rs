@@ -10,7 +10,7 @@
 //! streaming merchants (§2.3) is the host's job after identification.
 
 use accord_plugin_sdk::json::{
-    JsonMessages, Message, object, optional, required, required_non_empty,
+    JsonFeed, JsonMessages, Message, object, optional, required, required_non_empty,
 };
 use accord_plugin_sdk::prelude::*;
 use serde::Deserialize;
@@ -73,7 +73,7 @@ pub struct AmexParser {
 }
 
 impl AmexParser {
-    fn message(&self, message: Message<'_>, out: &mut Batch) {
+    fn decode(&self, message: Message<'_>, out: &mut Batch) {
         message.deliver(out, |v| self.transaction(v).map(Some));
     }
 
@@ -143,17 +143,20 @@ impl Parser for AmexParser {
     }
 
     fn push(&mut self, chunk: &[u8], out: &mut Batch) -> Result<(), PluginError> {
-        let mut input = std::mem::replace(&mut self.input, JsonMessages::new(0));
-        let result = input.push(chunk, |m| self.message(m, out));
-        self.input = input;
-        result
+        self.push_json(chunk, out)
     }
 
     fn finish(&mut self, out: &mut Batch) -> Result<(), PluginError> {
-        let mut input = std::mem::replace(&mut self.input, JsonMessages::new(0));
-        let result = input.finish(|m| self.message(m, out));
-        self.input = input;
-        result
+        self.finish_json(out)
+    }
+}
+
+impl JsonFeed for AmexParser {
+    fn input(&mut self) -> &mut JsonMessages {
+        &mut self.input
+    }
+    fn message(&self, message: Message<'_>, out: &mut Batch) {
+        self.decode(message, out)
     }
 }
 

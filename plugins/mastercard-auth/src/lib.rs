@@ -7,7 +7,9 @@
 //! (`plugins/mastercard-tgx2`), with the London local date, so an auth and
 //! its settlement collapse even around midnight.
 
-use accord_plugin_sdk::json::{JsonMessages, Message, object, required, required_non_empty};
+use accord_plugin_sdk::json::{
+    JsonFeed, JsonMessages, Message, object, required, required_non_empty,
+};
 use accord_plugin_sdk::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
@@ -27,7 +29,7 @@ pub struct MastercardAuthParser {
 }
 
 impl MastercardAuthParser {
-    fn message(&self, message: Message<'_>, out: &mut Batch) {
+    fn decode(&self, message: Message<'_>, out: &mut Batch) {
         message.deliver(out, |v| self.transaction(v).map(Some));
     }
 
@@ -116,17 +118,20 @@ impl Parser for MastercardAuthParser {
     }
 
     fn push(&mut self, chunk: &[u8], out: &mut Batch) -> Result<(), PluginError> {
-        let mut input = std::mem::replace(&mut self.input, JsonMessages::new(0));
-        let result = input.push(chunk, |m| self.message(m, out));
-        self.input = input;
-        result
+        self.push_json(chunk, out)
     }
 
     fn finish(&mut self, out: &mut Batch) -> Result<(), PluginError> {
-        let mut input = std::mem::replace(&mut self.input, JsonMessages::new(0));
-        let result = input.finish(|m| self.message(m, out));
-        self.input = input;
-        result
+        self.finish_json(out)
+    }
+}
+
+impl JsonFeed for MastercardAuthParser {
+    fn input(&mut self) -> &mut JsonMessages {
+        &mut self.input
+    }
+    fn message(&self, message: Message<'_>, out: &mut Batch) {
+        self.decode(message, out)
     }
 }
 

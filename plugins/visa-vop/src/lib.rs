@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use accord_plugin_sdk::json::{JsonMessages, Message, object, text};
+use accord_plugin_sdk::json::{JsonFeed, JsonMessages, Message, object, text};
 use accord_plugin_sdk::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
@@ -102,7 +102,7 @@ impl VopParser {
     }
 
     /// One message: a transaction, or a reject naming its record and offset.
-    fn message(&self, message: Message<'_>, out: &mut Batch) {
+    fn decode(&self, message: Message<'_>, out: &mut Batch) {
         message.deliver(out, |v| self.transaction(v).map(Some));
     }
 
@@ -245,17 +245,20 @@ impl Parser for VopParser {
     }
 
     fn push(&mut self, chunk: &[u8], out: &mut Batch) -> Result<(), PluginError> {
-        let mut input = std::mem::replace(&mut self.input, JsonMessages::new(0));
-        let result = input.push(chunk, |m| self.message(m, out));
-        self.input = input;
-        result
+        self.push_json(chunk, out)
     }
 
     fn finish(&mut self, out: &mut Batch) -> Result<(), PluginError> {
-        let mut input = std::mem::replace(&mut self.input, JsonMessages::new(0));
-        let result = input.finish(|m| self.message(m, out));
-        self.input = input;
-        result
+        self.finish_json(out)
+    }
+}
+
+impl JsonFeed for VopParser {
+    fn input(&mut self) -> &mut JsonMessages {
+        &mut self.input
+    }
+    fn message(&self, message: Message<'_>, out: &mut Batch) {
+        self.decode(message, out)
     }
 }
 
