@@ -421,7 +421,13 @@ async fn example_config_and_samples_work_together() {
     let db = TestDb::create().await;
     let root = tempfile::tempdir().unwrap();
     let plugins = root.path().join("plugins");
-    for p in ["csv", "mastercard-tgx2", "visa-vop", "psp-xml"] {
+    for p in [
+        "csv",
+        "mastercard-tgx2",
+        "visa-vop",
+        "psp-xml",
+        "merchant-feeds",
+    ] {
         install_example(&plugins, p);
     }
     let examples = support::workspace().join("examples");
@@ -450,12 +456,15 @@ async fn example_config_and_samples_work_together() {
         config: Arc::new(config),
     };
     for (source, sample) in [
-        ("iceland", "iceland.csv"),
-        ("mastercard-settlement", "settlement.txt"),
-        ("visa-auth", "auth.ndjson"),
-        ("psp-payments", "seed-payments.xml"),
+        ("iceland", "samples/iceland.csv"),
+        ("shop-csv", "samples/iceland.csv"),
+        ("mastercard-settlement", "samples/settlement.txt"),
+        ("visa-auth", "samples/auth.ndjson"),
+        ("psp-payments", "samples/seed-payments.xml"),
+        ("iceland", "walkthrough/iceland.csv"),
+        ("visa-auth", "walkthrough/visa-auth.ndjson"),
     ] {
-        let bytes = std::fs::read(examples.join("samples").join(sample)).unwrap();
+        let bytes = std::fs::read(examples.join(sample)).unwrap();
         let outcome = pipeline::import_stream(
             &ctx,
             source,

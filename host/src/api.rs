@@ -16,6 +16,7 @@
 //! | `GET /v1/imports/{id}/events` | 200 `{items}` | 404 `not_found` |
 //! | `GET /v1/transactions?source=&import_id=&limit=&cursor=` | 200 `{items, next_cursor}` | 400 `bad_request` |
 //! | merchants, MIDs, card registry | see [`reference`] | |
+//! | explain, matches, payments, force match, reviews, merchant settings | see [`matching`] | |
 //! | `GET /v1/plugins` | 200 `[PluginInfo]` (what `accord plugin list` reads) | |
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process is up | |
 //! | `GET /readyz` | 200 `{"status":"ready"}` | 503 `store_unavailable` |
@@ -44,6 +45,7 @@ mod error;
 mod extract;
 mod health;
 mod imports;
+mod matching;
 mod plugins;
 mod reference;
 mod transactions;
@@ -66,6 +68,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/imports/{id}/events", get(imports::events))
         .route("/v1/transactions", get(transactions::list))
         .merge(reference::routes())
+        .merge(matching::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(trace))

@@ -2,6 +2,7 @@
 //! command group has its own module.
 
 mod bench;
+mod bench_match;
 mod daemon;
 mod plugin;
 mod reference;
@@ -162,9 +163,40 @@ pub enum MerchantsCommand {
         /// Do not match payments whose card token is not in the registry.
         #[arg(long)]
         registered_cards_only: bool,
+        /// Candidates ingested since the start of (today - N days) (default 14).
+        #[arg(long)]
+        lookback_days: Option<i32>,
+        /// Pending payments dated before the start of (today - N days)
+        /// become UNMATCHED (default: never).
+        #[arg(long)]
+        unmatched_after_days: Option<i32>,
+        /// Absolute amount tolerance, in minor units (default 0: exact).
+        #[arg(long)]
+        tolerance_minor: Option<i64>,
+        /// Percent amount tolerance, in basis points of the payment (100 = 1 %).
+        #[arg(long)]
+        tolerance_bp: Option<i32>,
+        /// Decisions below this confidence go to review (default 80).
+        #[arg(long)]
+        auto_confirm_confidence: Option<i16>,
+        /// Matcher plugin (default `harmonia`).
+        #[arg(long)]
+        matcher: Option<String>,
+        /// Matcher config as a JSON object (default `{}`; the host adds the
+        /// merchant's slug as "merchant").
+        #[arg(long, value_parser = parse_json_object)]
+        matcher_config: Option<serde_json::Value>,
         #[arg(long, env = "ACCORD_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+fn parse_json_object(s: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err("expected a JSON object".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +234,25 @@ pub enum BenchCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Matching: Visa and Mastercard payments against a merchant feed over
+    /// many merchants with Harmonia's rules and deliberate ambiguity, from
+    /// ingested to all matches committed; matches/s and a correctness check.
+    Match {
+        /// Purchases: payment-side transactions, each with one true
+        /// merchant-side record (about one in ten also gets a decoy).
+        #[arg(long, default_value_t = 1_000_000)]
+        payments: usize,
+        /// Merchants the purchases are spread over.
+        #[arg(long, default_value_t = 1000)]
+        merchants: usize,
+        /// PostgreSQL server to create the bench database on (default:
+        /// $DATABASE_URL, else the local server).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Keep the bench database (its URL is printed) instead of dropping it.
+        #[arg(long)]
+        keep_database: bool,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<MerchantMode, String> {
@@ -232,9 +283,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             slug,
             name,
             mode,
+            lookback_days,
+            unmatched_after_days,
+            tolerance_minor,
+            tolerance_bp,
+            auto_confirm_confidence,
+            matcher,
+            matcher_config,
             registered_cards_only,
             config,
-        }) => reference::add_merchant(slug, name, mode, !registered_cards_only, config),
+        }) => reference::add_merchant(
+            slug,
+            name,
+            mode,
+            !registered_cards_only,
+            crate::store::SettingsPatch {
+                lookback_days,
+                unmatched_after_days: unmatched_after_days.map(Some),
+                tolerance_minor,
+                tolerance_bp,
+                auto_confirm_confidence,
+                matcher,
+                matcher_config,
+                ..Default::default()
+            },
+            config,
+        ),
         Command::Cards(CardsCommand::Import { file, config }) => {
             reference::import_cards(file, config)
         }
@@ -244,5 +318,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             big_mb,
             database_url,
         }) => bench::ingest(rows, big_mb, database_url),
+        Command::Bench(BenchCommand::Match {
+            payments,
+            merchants,
+            database_url,
+            keep_database,
+        }) => bench_match::run(payments, merchants, database_url, keep_database),
     }
 }

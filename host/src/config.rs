@@ -7,10 +7,14 @@
 //! listen = "127.0.0.1:8080"         # default
 //! max_body_bytes = 1073741824       # default 1 GiB
 //!
+//! [api_tokens]                      # bearer tokens of the redress endpoints
+//! ops = "a-long-random-secret"      # name (recorded as the actor) = token
+//!
 //! [[sources]]
 //! name = "iceland"                  # [a-z0-9_-]+, unique
-//! side = "payment"                  # payment | merchant | standalone
-//! parser = "csv"                    # plugin name
+//! side = "merchant"                 # payment | merchant | standalone
+//! parser = "merchant-feeds"         # plugin name
+//! merchant = "iceland-bonus-card"   # merchant side: whose records (default: by MID)
 //! http = true                       # POST /v1/sources/iceland/imports (default true)
 //! content_types = ["text/csv"]      # empty (default): any
 //! [sources.inbox]                   # optional directory channel
@@ -43,6 +47,9 @@
 //!   matching no source in the file adds a source of that (lower-cased) name,
 //!   so a container can be configured from the environment alone:
 //!   `ACCORD_SOURCES__ICELAND__PARSER=csv`, `ACCORD_SOURCES__ICELAND__SIDE=payment`.
+//!
+//! - API tokens: `ACCORD_API_TOKENS__<NAME>=<token>` (`<NAME>` lower-cased,
+//!   `_` read as `-`).
 //!
 //! Other `ACCORD_*` variables (e.g. ones the CLI reads) are ignored here;
 //! unknown keys under `ACCORD_SOURCES__` are errors.
@@ -84,6 +91,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "accord-data";
 const ENV_PREFIX: &str = "ACCORD_";
 const ENV_SOURCES: &str = "ACCORD_SOURCES__";
+const ENV_API_TOKENS: &str = "ACCORD_API_TOKENS__";
 
 #[derive(Clone, PartialEq, Serialize)]
 pub struct Config {
@@ -97,6 +105,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub max_body_bytes: u64,
     pub sources: Vec<Source>,
+    /// `[api_tokens]`: name → bearer token for the redress endpoints (force
+    /// match, review decisions); the name is recorded as the actor.
+    #[serde(skip)]
+    pub api_tokens: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -105,6 +117,9 @@ pub struct Source {
     pub side: Side,
     /// Name of the parser plugin.
     pub parser: String,
+    /// Merchant-side sources: the merchant (slug) whose records these are.
+    /// Absent: each record's merchant is found through its MIDs.
+    pub merchant: Option<String>,
     /// The `[sources.config]` table, as JSON for the plugin.
     pub parser_config: serde_json::Value,
     pub inbox: Option<Inbox>,
@@ -194,6 +209,23 @@ impl Config {
     pub fn source(&self, name: &str) -> Option<&Source> {
         self.sources.iter().find(|s| s.name == name)
     }
+
+    /// The name of the API token `token`, if it is one (constant-time
+    /// comparison, so response timing does not reveal a prefix).
+    pub fn token_name(&self, token: &str) -> Option<&str> {
+        let mut found = None;
+        for (name, t) in &self.api_tokens {
+            let (a, b) = (t.as_bytes(), token.as_bytes());
+            let diff = a.len() ^ b.len()
+                | a.iter()
+                    .zip(b.iter().cycle())
+                    .fold(0usize, |acc, (x, y)| acc | usize::from(x ^ y));
+            if diff == 0 && !b.is_empty() {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
 }
 
 impl fmt::Debug for Config {
@@ -208,6 +240,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("sources", &self.sources)
+            .field("api_tokens", &self.api_tokens.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -340,6 +373,17 @@ impl Cx {
         for (var, value) in env {
             if let Some(rest) = var.strip_prefix(ENV_SOURCES) {
                 self.apply_source_env(table, &var, rest, value)?;
+                continue;
+            }
+            if let Some(name) = var.strip_prefix(ENV_API_TOKENS) {
+                let name = name.to_ascii_lowercase().replace('_', "-");
+                let tokens = table
+                    .entry("api_tokens")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(tokens) = tokens.as_table_mut() {
+                    tokens.insert(name.clone(), toml::Value::String(value));
+                    self.from_env.insert(format!("api_tokens.{name}"), var);
+                }
                 continue;
             }
             let key = match &var[ENV_PREFIX.len()..] {
@@ -485,6 +529,7 @@ impl Cx {
             "listen",
             "max_body_bytes",
             "sources",
+            "api_tokens",
         ])?;
 
         let database_url = top
@@ -560,6 +605,24 @@ impl Cx {
             }
             sources.push(source);
         }
+        let api_tokens = top
+            .take::<BTreeMap<String, String>>("api_tokens")?
+            .unwrap_or_default();
+        for (name, token) in &api_tokens {
+            if !valid_name(name) {
+                return Err(self.err(
+                    &format!("api_tokens.{name}"),
+                    "a token name is 1 to 64 of [a-z0-9_-]",
+                ));
+            }
+            if token.trim().len() < 16 {
+                // Never echo the value.
+                return Err(self.err(
+                    &format!("api_tokens.{name}"),
+                    "a token must be at least 16 characters",
+                ));
+            }
+        }
         Ok(Config {
             database_url,
             data_dir,
@@ -567,6 +630,7 @@ impl Cx {
             listen,
             max_body_bytes,
             sources,
+            api_tokens,
         })
     }
 
@@ -576,18 +640,14 @@ impl Cx {
             "name",
             "side",
             "parser",
+            "merchant",
             "config",
             "inbox",
             "http",
             "content_types",
         ])?;
         let name: String = f.require("name")?;
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        {
+        if !valid_name(&name) {
             return Err(f.err(
                 "name",
                 format!("`{name}` is not a valid source name: use 1 to 64 of [a-z0-9_-]"),
@@ -597,6 +657,12 @@ impl Cx {
         let parser: String = f.require("parser")?;
         if parser.trim().is_empty() {
             return Err(f.err("parser", "must name a parser plugin"));
+        }
+        let merchant = f.take::<String>("merchant")?;
+        if let Some(m) = &merchant
+            && !crate::store::valid_slug(m)
+        {
+            return Err(f.err("merchant", format!("`{m}` is not a merchant slug")));
         }
         let parser_config = match f.take::<toml::Value>("config")? {
             None => serde_json::Value::Object(Default::default()),
@@ -658,12 +724,22 @@ impl Cx {
             name,
             side,
             parser,
+            merchant,
             parser_config,
             inbox,
             http,
             content_types,
         })
     }
+}
+
+/// Source and token names: 1 to 64 of `[a-z0-9_-]`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// One table being taken apart key by key, so errors carry the key path.

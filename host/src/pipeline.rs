@@ -23,6 +23,7 @@
 //! This module must not know about files, HTTP or SQL: the channels own
 //! the first two, the store the last.
 
+pub mod matching;
 mod parse;
 mod receive;
 pub mod reference;

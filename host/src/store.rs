@@ -32,6 +32,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres};
 
 pub mod embedded;
+pub mod matching;
 mod parse;
 mod read;
 mod receive;
@@ -39,12 +40,16 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
+pub use matching::{
+    Explanation, MatchFilter, MatchRow, PaymentFilter, PaymentRow, RedressError, Reidentified,
+    ReviewRow, StageCounts,
+};
 pub use parse::{ParseCounts, Parsing};
 pub use read::{ImportFilter, ImportRow, Page, StoredReject, StoredTransaction, TransactionFilter};
 pub use receive::{CHUNK_SIZE, NewImport, Received, Receiving};
 pub use reference::{
-    Card, IdentifierType, Merchant, MerchantMode, Mid, MidFilter, MidImport, MidUpdate,
-    NewMerchant, NewMid, Resolution, RowError, valid_slug,
+    Card, IdentifierType, MatchSettings, Merchant, MerchantMode, Mid, MidFilter, MidImport,
+    MidUpdate, NewMerchant, NewMid, Resolution, RowError, SettingsPatch, valid_slug,
 };
 
 /// The schema, embedded at compile time; applied at start-up and by

@@ -45,6 +45,13 @@ pub enum ApiError {
     /// distinct code telling them why.
     #[error("source `{0}` does not take imports over HTTP")]
     HttpDisabled(String),
+    /// No or an unknown bearer token on a redress endpoint (401 `unauthorized`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The request contradicts the current state (409 `conflict`), e.g.
+    /// force-matching a payment that is already matched.
+    #[error("{0}")]
+    Conflict(String),
     /// 405 `method_not_allowed`.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -105,6 +112,8 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unparseable { .. } | Self::UnreadableFile(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -123,6 +132,8 @@ impl ApiError {
             Self::UnknownSource(_) => "unknown_source",
             Self::HttpDisabled(_) => "http_disabled",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Conflict(_) => "conflict",
             Self::TooLarge { .. } => "too_large",
             Self::UnsupportedContentType { .. } => "unsupported_content_type",
             Self::Unparseable { .. } => "unparseable",
@@ -209,6 +220,15 @@ impl From<crate::pipeline::reference::ReferenceError> for ApiError {
         match e {
             ReferenceError::Unreadable(reason) => Self::UnreadableFile(reason),
             ReferenceError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::store::RedressError> for ApiError {
+    fn from(e: crate::store::RedressError) -> Self {
+        match e {
+            crate::store::RedressError::NotFound(m) => Self::NotFound(m),
+            crate::store::RedressError::Conflict(m) => Self::Conflict(m),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | route | success | errors |
 //! |---|---|---|
-//! | `POST /v1/merchants` `{slug, name, mode?, match_unregistered_cards?}` | 200 merchant (created or updated) | 400 `bad_request` |
+//! | `POST /v1/merchants` `{slug, name, mode?, match_unregistered_cards?, ...matching settings}` | 200 merchant (created or updated) | 400 `bad_request` |
 //! | `GET /v1/merchants` | 200 `{items}` | |
 //! | `POST /v1/mids` (`text/csv`, `application/json`, or `multipart/form-data` with a `file` part) | 200 `{inserted, duplicates, rejected: [{line, reason}]}` | 415 `unsupported_content_type`, 422 `unreadable_file`, 413 `too_large` |
 //! | `DELETE /v1/mids?identifier=&identifier_type=&provider=` or `?merchant=&location_id=` | 200 `{removed}` | 400 `bad_request` |
@@ -85,6 +85,9 @@ async fn add_merchant(State(ctx): State<AppState>, body: Body) -> ApiResult<Json
     }
     if merchant.name.trim().is_empty() {
         return Err(ApiError::BadRequest("name must not be empty".to_owned()));
+    }
+    if let Some((field, reason)) = merchant.settings.invalid() {
+        return Err(ApiError::BadRequest(format!("{field}: {reason}")));
     }
     Ok(Json(ctx.store.upsert_merchant(&merchant).await?))
 }

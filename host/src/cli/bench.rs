@@ -332,7 +332,7 @@ async fn ingest_async(
 }
 
 /// `url` with its database name replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
+pub(super) fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),

@@ -228,12 +228,16 @@ async fn serve_on(config: Config, store: Store) -> anyhow::Result<ExitCode> {
         }
     });
 
+    let matching = tokio::spawn(pipeline::matching::run_engine(ctx.clone()));
+
     let app = crate::api::router(ctx.clone());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     tracing::info!("shutting down");
     recovery.abort();
+    // A pass cut off here rolls back; the next start redoes it.
+    matching.abort();
     inboxes.shutdown(SHUTDOWN_GRACE).await;
     served.context("serving HTTP")?;
     Ok(ExitCode::SUCCESS)
@@ -317,6 +321,22 @@ async fn import_files(
             }
         }
         rows.push(Row { file, result });
+    }
+    // What a daemon would do next: stage and match what is now there.
+    match pipeline::matching::run_until_idle(&ctx).await {
+        Ok(stats) => println!(
+            "matching: {} import(s) staged, {} payment(s) created, {} settled onto a payment, \
+             {} unidentified; {} matched, {} to review, {} without a match, {} matcher error(s)",
+            stats.imports_staged,
+            stats.staged.payments_created,
+            stats.staged.payments_settled,
+            stats.staged.unidentified,
+            stats.decided.matched,
+            stats.decided.reviews,
+            stats.decided.unmatched,
+            stats.decided.errors,
+        ),
+        Err(e) => tracing::error!(error = %e, "matching after import"),
     }
     Ok(rows)
 }

@@ -10,7 +10,9 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use super::daemon::{Database, load_config, tokio_runtime};
 use crate::pipeline::reference::{self, Format, ReferenceError};
-use crate::store::{MerchantMode, MidFilter, NewMerchant, RowError, Store, valid_slug};
+use crate::store::{
+    MerchantMode, MidFilter, NewMerchant, RowError, SettingsPatch, Store, valid_slug,
+};
 
 /// Most MIDs `accord mids list` prints.
 const LIST_MAX: u32 = 1000;
@@ -163,8 +165,12 @@ pub fn add_merchant(
     name: String,
     mode: MerchantMode,
     match_unregistered_cards: bool,
+    settings: SettingsPatch,
     config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some((field, reason)) = settings.invalid() {
+        bail!("--{}: {reason}", field.replace('_', "-"));
+    }
     if !valid_slug(&slug) {
         bail!("slug `{slug}` must be lower-case letters, digits, `-` or `_`");
     }
@@ -173,8 +179,11 @@ pub fn add_merchant(
             .upsert_merchant(&NewMerchant {
                 slug,
                 name,
-                mode,
-                match_unregistered_cards,
+                settings: SettingsPatch {
+                    mode: Some(mode),
+                    match_unregistered_cards: Some(match_unregistered_cards),
+                    ..settings
+                },
             })
             .await?)
     })?;

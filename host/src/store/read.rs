@@ -101,12 +101,12 @@ const IMPORT_COLUMNS: &str = "id, source, channel, original_name, size_bytes, sh
      status, error, duplicate_of, plugin_name, plugin_version, plugin_sha256, accepted, \
      duplicates, rejected, parsed_at, disposed_to, disposed_at";
 
-const TRANSACTION_COLUMNS: &str = "id, import_id, source, source_row, created_at, external_id, \
+pub(super) const TRANSACTION_COLUMNS: &str = "id, import_id, source, source_row, created_at, external_id, \
      side, kind, amount_minor, currency, occurred_at, utc_offset_seconds, time_known, provider, \
      card_first_six, card_last_four, card_token, auth_code, approval_code, settlement_key, \
      account_id, reference_id, payer_account, beneficiary_account, merchant_ids, extras";
 
-fn page_limit(limit: Option<u32>) -> i64 {
+pub(super) fn page_limit(limit: Option<u32>) -> i64 {
     i64::from(limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE))
 }
 
@@ -167,7 +167,7 @@ fn import_row(row: &PgRow) -> Result<ImportRow> {
     })
 }
 
-fn stored_transaction(row: &PgRow) -> Result<StoredTransaction> {
+pub(super) fn stored_transaction(row: &PgRow) -> Result<StoredTransaction> {
     let offset_seconds: i32 = row.try_get("utc_offset_seconds")?;
     let offset = FixedOffset::east_opt(offset_seconds)
         .ok_or_else(|| corrupt("utc_offset_seconds", offset_seconds))?;
@@ -208,7 +208,7 @@ fn stored_transaction(row: &PgRow) -> Result<StoredTransaction> {
     })
 }
 
-fn to_page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page<T> {
+pub(super) fn to_page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page<T> {
     // One extra row was fetched to learn whether another page exists.
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);

@@ -111,14 +111,101 @@ pub fn valid_slug(slug: &str) -> bool {
 pub struct NewMerchant {
     pub slug: String,
     pub name: String,
-    #[serde(default)]
-    pub mode: MerchantMode,
-    #[serde(default = "yes")]
-    pub match_unregistered_cards: bool,
+    /// Mode, card policy and matching settings to set; absent ones keep
+    /// their current value (or the default, for a new merchant).
+    #[serde(flatten, default)]
+    pub settings: SettingsPatch,
 }
 
-fn yes() -> bool {
-    true
+/// How a merchant is matched (see migrations/0003_matching.sql).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchSettings {
+    pub lookback_days: i32,
+    pub unmatched_after_days: Option<i32>,
+    pub tolerance_minor: i64,
+    /// Percent tolerance in basis points of the payment amount (100 = 1 %).
+    pub tolerance_bp: i32,
+    pub auto_confirm_confidence: i16,
+    pub matcher: String,
+    pub matcher_config: serde_json::Value,
+}
+
+/// Changes to a merchant's settings: every field optional. For
+/// `unmatched_after_days`, `Some(None)` (JSON `null`) switches the sweep off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SettingsPatch {
+    #[serde(default)]
+    pub mode: Option<MerchantMode>,
+    #[serde(default)]
+    pub match_unregistered_cards: Option<bool>,
+    #[serde(default)]
+    pub lookback_days: Option<i32>,
+    #[serde(default, deserialize_with = "some_or_null")]
+    pub unmatched_after_days: Option<Option<i32>>,
+    #[serde(default)]
+    pub tolerance_minor: Option<i64>,
+    #[serde(default)]
+    pub tolerance_bp: Option<i32>,
+    #[serde(default)]
+    pub auto_confirm_confidence: Option<i16>,
+    #[serde(default)]
+    pub matcher: Option<String>,
+    #[serde(default)]
+    pub matcher_config: Option<serde_json::Value>,
+}
+
+fn some_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<i32>>, D::Error> {
+    Ok(Some(Option::<i32>::deserialize(d)?))
+}
+
+impl SettingsPatch {
+    /// The first out-of-range field, as (field, reason).
+    pub fn invalid(&self) -> Option<(&'static str, String)> {
+        if let Some(d) = self.lookback_days
+            && !(1..=3650).contains(&d)
+        {
+            return Some(("lookback_days", "must be 1 to 3650 days".into()));
+        }
+        if let Some(Some(d)) = self.unmatched_after_days
+            && !(0..=3650).contains(&d)
+        {
+            return Some((
+                "unmatched_after_days",
+                "must be 0 to 3650 days, or null".into(),
+            ));
+        }
+        if let Some(t) = self.tolerance_minor
+            && t < 0
+        {
+            return Some(("tolerance_minor", "must not be negative".into()));
+        }
+        if let Some(t) = self.tolerance_bp
+            && !(0..=1000).contains(&t)
+        {
+            return Some((
+                "tolerance_bp",
+                "must be 0 to 1000 basis points (10 %)".into(),
+            ));
+        }
+        if let Some(c) = self.auto_confirm_confidence
+            && !(0..=100).contains(&c)
+        {
+            return Some(("auto_confirm_confidence", "must be 0 to 100".into()));
+        }
+        if let Some(m) = &self.matcher
+            && m.trim().is_empty()
+        {
+            return Some(("matcher", "must name a matcher plugin".into()));
+        }
+        if let Some(c) = &self.matcher_config
+            && !c.is_object()
+        {
+            return Some(("matcher_config", "must be a JSON object".into()));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -128,6 +215,8 @@ pub struct Merchant {
     pub name: String,
     pub mode: MerchantMode,
     pub match_unregistered_cards: bool,
+    #[serde(flatten)]
+    pub settings: MatchSettings,
     pub created_at: DateTime<Utc>,
 }
 
@@ -222,6 +311,45 @@ pub struct Card {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+const MERCHANT_COLUMNS: &str = "id, slug, name, mode, match_unregistered_cards, lookback_days, \
+     unmatched_after_days, tolerance_minor, tolerance_bp, auto_confirm_confidence, matcher, \
+     matcher_config, created_at";
+
+/// Apply `patch` to merchant `slug` inside `tx`; the merchant as it is then.
+async fn update_settings(
+    tx: &mut sqlx::PgConnection,
+    slug: &str,
+    patch: &SettingsPatch,
+) -> Result<Option<Merchant>> {
+    let row = sqlx::query(&format!(
+        "UPDATE merchants SET \
+         mode = COALESCE($2, mode), \
+         match_unregistered_cards = COALESCE($3, match_unregistered_cards), \
+         lookback_days = COALESCE($4, lookback_days), \
+         unmatched_after_days = CASE WHEN $5 THEN $6 ELSE unmatched_after_days END, \
+         tolerance_minor = COALESCE($7, tolerance_minor), \
+         tolerance_bp = COALESCE($8, tolerance_bp), \
+         auto_confirm_confidence = COALESCE($9, auto_confirm_confidence), \
+         matcher = COALESCE($10, matcher), \
+         matcher_config = COALESCE($11, matcher_config) \
+         WHERE slug = $1 RETURNING {MERCHANT_COLUMNS}"
+    ))
+    .bind(slug)
+    .bind(patch.mode.map(|m| m.as_str()))
+    .bind(patch.match_unregistered_cards)
+    .bind(patch.lookback_days)
+    .bind(patch.unmatched_after_days.is_some())
+    .bind(patch.unmatched_after_days.flatten())
+    .bind(patch.tolerance_minor)
+    .bind(patch.tolerance_bp)
+    .bind(patch.auto_confirm_confidence)
+    .bind(patch.matcher.as_deref())
+    .bind(patch.matcher_config.as_ref().map(sqlx::types::Json))
+    .fetch_optional(&mut *tx)
+    .await?;
+    row.as_ref().map(merchant_row).transpose()
+}
+
 const MID_SELECT: &str = "SELECT m.id, m.identifier, m.identifier_type, p.slug AS provider, \
      s.slug AS merchant, m.location_id, m.merchant_internal_id, m.location_name, m.postcode, \
      m.created_at, m.updated_at \
@@ -261,6 +389,17 @@ fn merchant_row(row: &PgRow) -> Result<Merchant> {
         name: row.try_get("name")?,
         mode: mode.parse().map_err(|e| corrupt("mode", e))?,
         match_unregistered_cards: row.try_get("match_unregistered_cards")?,
+        settings: MatchSettings {
+            lookback_days: row.try_get("lookback_days")?,
+            unmatched_after_days: row.try_get("unmatched_after_days")?,
+            tolerance_minor: row.try_get("tolerance_minor")?,
+            tolerance_bp: row.try_get("tolerance_bp")?,
+            auto_confirm_confidence: row.try_get("auto_confirm_confidence")?,
+            matcher: row.try_get("matcher")?,
+            matcher_config: row
+                .try_get::<sqlx::types::Json<serde_json::Value>, _>("matcher_config")?
+                .0,
+        },
         created_at: row.try_get("created_at")?,
     })
 }
@@ -282,30 +421,50 @@ fn is_empty_identifier(value: &str) -> bool {
 }
 
 impl Store {
-    /// Create a merchant, or update name / mode / flag of an existing slug.
+    /// Create a merchant, or rename an existing slug; the settings given in
+    /// `merchant.settings` are applied too (absent ones are left alone).
     pub async fn upsert_merchant(&self, merchant: &NewMerchant) -> Result<Merchant> {
-        let row = sqlx::query(
-            "INSERT INTO merchants (slug, name, mode, match_unregistered_cards) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name, mode = EXCLUDED.mode, \
-             match_unregistered_cards = EXCLUDED.match_unregistered_cards \
-             RETURNING id, slug, name, mode, match_unregistered_cards, created_at",
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO merchants (slug, name) VALUES ($1, $2) \
+             ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name",
         )
         .bind(&merchant.slug)
         .bind(&merchant.name)
-        .bind(merchant.mode.as_str())
-        .bind(merchant.match_unregistered_cards)
-        .fetch_one(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        merchant_row(&row)
+        let updated = update_settings(&mut tx, &merchant.slug, &merchant.settings).await?;
+        tx.commit().await?;
+        updated.ok_or_else(|| StoreError::NotFound(format!("merchant `{}`", merchant.slug)))
+    }
+
+    /// Change some of a merchant's settings; `None` if there is no such merchant.
+    pub async fn update_merchant(
+        &self,
+        slug: &str,
+        patch: &SettingsPatch,
+    ) -> Result<Option<Merchant>> {
+        let mut tx = self.pool.begin().await?;
+        let updated = update_settings(&mut tx, slug, patch).await?;
+        tx.commit().await?;
+        Ok(updated)
     }
 
     pub async fn get_merchant(&self, slug: &str) -> Result<Option<Merchant>> {
-        let row = sqlx::query(
-            "SELECT id, slug, name, mode, match_unregistered_cards, created_at \
-             FROM merchants WHERE slug = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {MERCHANT_COLUMNS} FROM merchants WHERE slug = $1"
+        ))
         .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(merchant_row).transpose()
+    }
+
+    pub async fn get_merchant_by_id(&self, id: i64) -> Result<Option<Merchant>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1"
+        ))
+        .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(merchant_row).transpose()
@@ -313,10 +472,9 @@ impl Store {
 
     /// Every merchant, by slug (there are tens to thousands, not millions).
     pub async fn list_merchants(&self) -> Result<Vec<Merchant>> {
-        let rows = sqlx::query(
-            "SELECT id, slug, name, mode, match_unregistered_cards, created_at \
-             FROM merchants ORDER BY slug",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {MERCHANT_COLUMNS} FROM merchants ORDER BY slug"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(merchant_row).collect()

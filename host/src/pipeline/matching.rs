@@ -1,0 +1,315 @@
+//! The identify and match stages (matching-rules.md), after parse.
+//!
+//! - **Stage** ([`stage_pending`]): every parsed import is staged once, in
+//!   import order: payment-side rows are identified through their MIDs and
+//!   collapsed into one payment per purchase by settlement key; per the
+//!   merchant's mode they wait for a partner (match), become SPOTTED, or are
+//!   streamed (refunds always are); merchant-side rows become scheme records
+//!   (store ids expanded to the location's MIDs) and flag the pending
+//!   payments they may belong to. Both sides' new data are triggers.
+//! - **Match** ([`match_pending`]): flagged payments are claimed in batches
+//!   (row locks, `SKIP LOCKED`, so several workers or daemons share the
+//!   work), their candidates selected by the store's indexes, and each
+//!   merchant's matcher plugin decides many groups per call. A decision at or
+//!   above the merchant's auto-confirm confidence becomes a match, one below
+//!   it a review; the database's unique constraints make sure no transaction
+//!   ends in two matches.
+//! - **Sweep** ([`sweep_unmatched`]): old pending payments become UNMATCHED
+//!   for merchants that ask for it.
+//!
+//! [`run_until_idle`] does all three until nothing is left; [`run_engine`]
+//! is the daemon's loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tracing::Instrument as _;
+
+use super::Context;
+use crate::domain::MatchGroup;
+use crate::plugins::Runtime;
+use crate::store::matching::{BatchCounts, MerchantWork, Verdict};
+use crate::store::{Reidentified, StageCounts, StoreError};
+
+/// Payments claimed per batch: one transaction, a few matcher calls.
+pub const BATCH: i64 = 2000;
+/// Groups per matcher call.
+const GROUPS_PER_CALL: usize = 500;
+/// Unmatched sweep: payments per statement.
+const SWEEP_LIMIT: i64 = 10_000;
+/// How often the daemon looks for new work.
+const POLL: Duration = Duration::from_secs(1);
+/// How often the daemon re-identifies, retries failed matchers and sweeps.
+const FULL_PASS: Duration = Duration::from_secs(30);
+
+/// What a run of the stages did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MatchStats {
+    pub imports_staged: u64,
+    pub staged: StageCounts,
+    pub reidentified: Reidentified,
+    pub batches: u64,
+    pub claimed: u64,
+    #[serde(flatten)]
+    pub decided: BatchCounts,
+    pub swept_unmatched: u64,
+}
+
+/// Stage every parsed import that is not yet staged, oldest first.
+pub async fn stage_pending(ctx: &Context, stats: &mut MatchStats) -> Result<(), StoreError> {
+    let config = ctx.config.clone();
+    let merchant_of = move |source: &str| config.source(source).and_then(|s| s.merchant.clone());
+    while let Some((import_id, counts)) = ctx
+        .store
+        .stage_next(&merchant_of)
+        .instrument(tracing::info_span!("stage"))
+        .await?
+    {
+        tracing::info!(import_id, ?counts, "import staged");
+        stats.imports_staged += 1;
+        let s = &mut stats.staged;
+        s.payments_created += counts.payments_created;
+        s.payments_settled += counts.payments_settled;
+        s.legs_ignored += counts.legs_ignored;
+        s.unidentified += counts.unidentified;
+        s.scheme_pending += counts.scheme_pending;
+        s.scheme_unassigned += counts.scheme_unassigned;
+        s.scheme_refunds += counts.scheme_refunds;
+        s.payments_flagged += counts.payments_flagged;
+    }
+    Ok(())
+}
+
+/// Claim and decide flagged payments until none is left.
+pub async fn match_pending(ctx: &Context, stats: &mut MatchStats) -> Result<(), StoreError> {
+    loop {
+        let span = tracing::info_span!("match", batch = stats.batches + 1);
+        let Some(mut batch) = ctx
+            .store
+            .claim_match_batch(BATCH)
+            .instrument(span.clone())
+            .await?
+        else {
+            return Ok(());
+        };
+        let claimed = batch.len() as u64;
+        let work = std::mem::take(&mut batch.work);
+        let runtime = ctx.runtime.clone();
+        let verdicts = {
+            let span = span.clone();
+            tokio::task::spawn_blocking(move || span.in_scope(|| decide_all(&runtime, &work)))
+                .await
+                .map_err(|e| StoreError::Conflict(format!("matcher task failed: {e}")))?
+        };
+        let counts = batch.commit(verdicts).instrument(span.clone()).await?;
+        span.in_scope(|| tracing::debug!(claimed, ?counts, "batch committed"));
+        stats.batches += 1;
+        stats.claimed += claimed;
+        stats.decided += counts;
+    }
+}
+
+/// Mark old pending payments UNMATCHED (merchants with `unmatched_after_days`).
+pub async fn sweep_unmatched(ctx: &Context, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = ctx.store.sweep_unmatched(now, SWEEP_LIMIT).await?;
+        total += n;
+        if n < SWEEP_LIMIT as u64 {
+            if total > 0 {
+                tracing::info!(payments = total, "unmatched sweep");
+            }
+            return Ok(total);
+        }
+    }
+}
+
+/// Stage, re-identify, match and sweep until there is nothing left to do.
+pub async fn run_until_idle(ctx: &Context) -> Result<MatchStats, StoreError> {
+    let mut stats = MatchStats::default();
+    loop {
+        stage_pending(ctx, &mut stats).await?;
+        let r = ctx.store.reidentify().await?;
+        stats.reidentified.payments_identified += r.payments_identified;
+        stats.reidentified.cards_registered += r.cards_registered;
+        stats.reidentified.scheme_assigned += r.scheme_assigned;
+        stats.reidentified.retried += r.retried;
+        match_pending(ctx, &mut stats).await?;
+        stats.swept_unmatched += sweep_unmatched(ctx, Utc::now()).await?;
+        // Staging or a review decision may have raced the loop; go round
+        // again only if something new is there.
+        if !ctx.store.has_match_work().await? && !ctx.store.has_unstaged_imports().await? {
+            return Ok(stats);
+        }
+    }
+}
+
+/// The daemon's matching loop. Every second it looks for new work (an
+/// import to stage, a flagged payment) and does it; every 30 s it also
+/// re-identifies (when MIDs or cards changed since the last time), retries
+/// failed matchers and sweeps. Several daemons on one database share the
+/// work through the store's row locks.
+pub async fn run_engine(ctx: Arc<Context>) {
+    let mut last_full: Option<std::time::Instant> = None;
+    let mut reference_seen: Option<DateTime<Utc>> = None;
+    loop {
+        let due = last_full.is_none_or(|t| t.elapsed() >= FULL_PASS);
+        let result = async {
+            let mut stats = MatchStats::default();
+            if due {
+                let stamp = ctx.store.reference_changed_at().await?;
+                if reference_seen.is_none() || stamp > reference_seen {
+                    stats.reidentified = ctx.store.reidentify().await?;
+                    reference_seen = stamp;
+                } else {
+                    stats.reidentified.retried = ctx.store.retry_due().await?;
+                }
+                stats.swept_unmatched = sweep_unmatched(&ctx, Utc::now()).await?;
+            }
+            while ctx.store.has_unstaged_imports().await? || ctx.store.has_match_work().await? {
+                stage_pending(&ctx, &mut stats).await?;
+                match_pending(&ctx, &mut stats).await?;
+            }
+            Ok::<_, StoreError>(stats)
+        }
+        .await;
+        match result {
+            Ok(stats) => {
+                if due {
+                    last_full = Some(std::time::Instant::now());
+                }
+                if stats != MatchStats::default() {
+                    tracing::info!(?stats, "matching pass");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "matching pass stopped; retrying"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Decide every claimed payment: one matcher session per merchant in the
+/// batch, groups in chunks. Runs on a blocking thread (plugins are sync).
+fn decide_all(runtime: &Runtime, work: &[MerchantWork]) -> Vec<(i64, Verdict)> {
+    let mut verdicts = Vec::with_capacity(work.iter().map(|w| w.payments.len()).sum());
+    for mw in work {
+        let merchant = &mw.merchant;
+        // Payments with nothing to choose from never reach the plugin.
+        let mut to_decide = Vec::new();
+        for (i, pw) in mw.payments.iter().enumerate() {
+            if let Some(n) = pw.too_many {
+                verdicts.push((
+                    pw.payment_id,
+                    Verdict::NoMatch {
+                        reason: format!(
+                            "{n} candidates (more than {}): too ambiguous to decide",
+                            crate::store::matching::MAX_CANDIDATES
+                        ),
+                        candidates: n,
+                        plugin: None,
+                    },
+                ));
+            } else if pw.group.candidates.is_empty() {
+                verdicts.push((
+                    pw.payment_id,
+                    Verdict::NoMatch {
+                        reason:
+                            "no candidates: no pending merchant record with this MID, provider, \
+                                 currency and amount in the lookback window"
+                                .into(),
+                        candidates: 0,
+                        plugin: None,
+                    },
+                ));
+            } else {
+                to_decide.push(i);
+            }
+        }
+        if to_decide.is_empty() {
+            continue;
+        }
+        let mut config = merchant.matcher_config.clone();
+        if let Some(obj) = config.as_object_mut() {
+            obj.entry("merchant")
+                .or_insert_with(|| serde_json::Value::String(merchant.slug.clone()));
+        }
+        let mut session = None;
+        for chunk in to_decide.chunks(GROUPS_PER_CALL) {
+            if session.is_none() {
+                match runtime.open_matcher(&merchant.matcher, Some(&config)) {
+                    Ok(s) => session = Some(s),
+                    Err(e) => {
+                        let reason =
+                            format!("matcher `{}` for {}: {e}", merchant.matcher, merchant.slug);
+                        tracing::warn!(%reason, "matcher unavailable");
+                        for &i in chunk {
+                            verdicts.push((
+                                mw.payments[i].payment_id,
+                                Verdict::Error {
+                                    reason: reason.clone(),
+                                },
+                            ));
+                        }
+                        continue;
+                    }
+                }
+            }
+            let s = session.as_mut().expect("opened above");
+            let groups: Vec<MatchGroup> = chunk
+                .iter()
+                .map(|&i| mw.payments[i].group.clone())
+                .collect();
+            match s.decide(&groups) {
+                Ok(decisions) => {
+                    let plugin = s.identity().clone();
+                    for (&i, d) in chunk.iter().zip(decisions) {
+                        let pw = &mw.payments[i];
+                        let candidates = pw.candidate_ids.len();
+                        let verdict = match d.chosen {
+                            Some(c) if d.confidence >= merchant.auto_confirm_confidence => {
+                                Verdict::Match {
+                                    scheme_id: pw.candidate_ids[c],
+                                    reason: d.reason,
+                                    confidence: d.confidence,
+                                    candidates,
+                                    plugin: plugin.clone(),
+                                }
+                            }
+                            Some(c) => Verdict::Review {
+                                scheme_id: pw.candidate_ids[c],
+                                reason: d.reason,
+                                confidence: d.confidence,
+                                candidates,
+                                plugin: plugin.clone(),
+                            },
+                            None => Verdict::NoMatch {
+                                reason: d.reason,
+                                candidates,
+                                plugin: Some(plugin.clone()),
+                            },
+                        };
+                        verdicts.push((pw.payment_id, verdict));
+                    }
+                }
+                Err(e) => {
+                    let reason =
+                        format!("matcher `{}` for {}: {e}", merchant.matcher, merchant.slug);
+                    tracing::warn!(%reason, "matcher call failed");
+                    for &i in chunk {
+                        verdicts.push((
+                            mw.payments[i].payment_id,
+                            Verdict::Error {
+                                reason: reason.clone(),
+                            },
+                        ));
+                    }
+                    // A failed instance is not reused.
+                    session = None;
+                }
+            }
+        }
+    }
+    verdicts
+}

@@ -1,0 +1,1767 @@
+//! Matching's persistence (matching-rules.md §1–§5, §8–§10): staging of
+//! parsed imports into payments and scheme records, the matching engine's
+//! batches, the unmatched sweep, force match and the review queue.
+//!
+//! Set-based SQL throughout: an import of a million payment rows is staged
+//! with a handful of statements, not a million round trips.
+//!
+//! Guarantees, all enforced by the database rather than by this code:
+//! - one payment per purchase: `payments (provider, settlement_key)` is unique;
+//! - no transaction in two matches: `matches.payment_id` and
+//!   `matches.scheme_id` are unique, and every write of a decision inserts
+//!   there first (`ON CONFLICT DO NOTHING`) and changes statuses only for the
+//!   rows it actually inserted — so two workers, or two daemons, deciding
+//!   on the same candidate at once end with one match and one retry;
+//! - staging an import is one transaction with `imports.staged_at`: a crash
+//!   half-way leaves nothing staged, and it is redone.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::read::{TRANSACTION_COLUMNS, stored_transaction};
+use super::{Result, Store, StoreError, Tx, record_event};
+use crate::domain::{Cardholder, MatchGroup, PluginIdentity};
+
+/// The payment statuses in which a settlement may still update it
+/// (matching-rules.md §3, "row in PENDING").
+const UNDECIDED: &str = "('unidentified', 'unregistered', 'pending')";
+
+/// A payment's status from its identification, mode and card registration.
+/// Columns: `merchant`, `kind`, `mode`, `match_unregistered_cards`, `registered`.
+const INITIAL_STATUS: &str = "CASE \
+     WHEN merchant IS NULL THEN 'unidentified' \
+     WHEN kind = 'refund' THEN 'streamed' \
+     WHEN mode = 'stream' THEN 'streamed' \
+     WHEN mode = 'spot' THEN 'spotted' \
+     WHEN NOT match_unregistered_cards AND NOT registered THEN 'unregistered' \
+     ELSE 'pending' END";
+
+/// Identification of the transaction aliased `t` (payment-feeds.md §0.1):
+/// the registered identifiers of `t.provider` among `t.merchant_ids`, best
+/// type first; ambiguous when the best type's hits name several merchants.
+const IDENTIFY: &str = "SELECT (array_agg(mi.merchant ORDER BY mi.id))[1] AS merchant, \
+        min(mi.id) AS identifier, count(DISTINCT mi.merchant) > 1 AS ambiguous \
+     FROM jsonb_to_recordset(t.merchant_ids) AS x(value text, kind text) \
+     JOIN merchant_identifiers mi ON mi.identifier = x.value AND mi.identifier_type = x.kind \
+     JOIN payment_providers pp ON pp.id = mi.provider AND pp.slug = t.provider \
+     WHERE btrim(x.value) NOT IN ('', '0') \
+     GROUP BY mi.identifier_type \
+     ORDER BY array_position(ARRAY['primary', 'secondary', 'psimi'], mi.identifier_type) \
+     LIMIT 1";
+
+/// The widest amount difference a merchant's tolerance can allow around a
+/// scheme amount `s.amount_minor` (tolerance_bp ≤ 1000, so
+/// |p − s| ≤ |p|·bp/10000 implies |p − s| ≤ |s|·bp/9000): used to find the
+/// payments a new scheme record may concern; the exact test is
+/// [`ALLOWANCE`] at candidate selection.
+const WIDEST: &str = "greatest(m.tolerance_minor, CASE WHEN m.tolerance_bp > 0 \
+     THEN abs(s.amount_minor) * m.tolerance_bp / 9000 + 1 ELSE 0 END)";
+
+/// The allowed amount difference for payment `p` of merchant `m`.
+const ALLOWANCE: &str = "greatest(m.tolerance_minor, abs(p.amount_minor) * m.tolerance_bp / 10000)";
+
+/// At most this many candidates go to a matcher for one payment; more than
+/// that is a data problem (a MID shared by a whole chain, a constant
+/// amount), answered "too many candidates" instead of a coin toss.
+pub const MAX_CANDIDATES: usize = 200;
+
+/// What staging one import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StageCounts {
+    pub payments_created: u64,
+    pub payments_settled: u64,
+    pub legs_ignored: u64,
+    pub unidentified: u64,
+    pub scheme_pending: u64,
+    pub scheme_unassigned: u64,
+    pub scheme_refunds: u64,
+    /// Pending payments this import's merchant-side records may concern.
+    pub payments_flagged: u64,
+}
+
+/// What a re-identification pass changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reidentified {
+    pub payments_identified: u64,
+    pub cards_registered: u64,
+    pub scheme_assigned: u64,
+    pub retried: u64,
+}
+
+/// A merchant's matcher and thresholds, as a batch needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantMatching {
+    pub id: i64,
+    pub slug: String,
+    pub matcher: String,
+    pub matcher_config: serde_json::Value,
+    pub auto_confirm_confidence: u8,
+}
+
+/// One claimed payment with its candidates.
+#[derive(Debug, Clone)]
+pub struct PaymentWork {
+    pub payment_id: i64,
+    pub group: MatchGroup,
+    /// `scheme_transactions.id` of each candidate, in the group's order.
+    pub candidate_ids: Vec<i64>,
+    /// More candidates than [`MAX_CANDIDATES`] were found (the group holds none).
+    pub too_many: Option<usize>,
+}
+
+/// The claimed payments of one merchant.
+#[derive(Debug, Clone)]
+pub struct MerchantWork {
+    pub merchant: MerchantMatching,
+    pub payments: Vec<PaymentWork>,
+}
+
+/// A matcher's answer for one payment, as the engine settled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Becomes a match.
+    Match {
+        scheme_id: i64,
+        reason: String,
+        confidence: u8,
+        candidates: usize,
+        plugin: PluginIdentity,
+    },
+    /// Below the merchant's auto-confirm threshold: to the review queue.
+    Review {
+        scheme_id: i64,
+        reason: String,
+        confidence: u8,
+        candidates: usize,
+        plugin: PluginIdentity,
+    },
+    /// Nothing chosen; the payment stays pending until new data arrives.
+    NoMatch {
+        reason: String,
+        candidates: usize,
+        plugin: Option<PluginIdentity>,
+    },
+    /// The matcher could not run; tried again after a pause.
+    Error { reason: String },
+}
+
+/// What committing a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BatchCounts {
+    pub matched: u64,
+    pub reviews: u64,
+    pub unmatched: u64,
+    pub errors: u64,
+    /// Chosen candidates taken by another payment first; retried.
+    pub lost: u64,
+}
+
+impl std::ops::AddAssign for BatchCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.matched += o.matched;
+        self.reviews += o.reviews;
+        self.unmatched += o.unmatched;
+        self.errors += o.errors;
+        self.lost += o.lost;
+    }
+}
+
+/// Claimed payments (row-locked until [`MatchBatch::commit`] or drop).
+pub struct MatchBatch {
+    tx: Tx,
+    pub work: Vec<MerchantWork>,
+}
+
+/// A match as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchRow {
+    pub id: i64,
+    pub kind: String,
+    pub merchant: String,
+    pub payment_id: i64,
+    /// The payment's current transaction.
+    pub payment_transaction_id: i64,
+    pub scheme_id: Option<i64>,
+    pub merchant_transaction_id: Option<i64>,
+    pub plugin: Option<PluginIdentity>,
+    pub reason: String,
+    pub confidence: Option<i16>,
+    pub candidates: Option<i32>,
+    pub actor: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A payment as stored (its effective fields after the collapse).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PaymentRow {
+    pub id: i64,
+    pub status: String,
+    pub merchant: Option<String>,
+    pub provider: String,
+    pub mid: String,
+    pub settlement_key: Option<String>,
+    pub transaction_id: i64,
+    pub kind: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub occurred_at: DateTime<Utc>,
+    pub card_token: Option<String>,
+    pub first_six: Option<String>,
+    pub last_four: Option<String>,
+    pub auth_code: Option<String>,
+    pub attempts: i32,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_candidates: Option<i32>,
+    pub last_reason: Option<String>,
+    pub last_plugin: Option<String>,
+    pub note: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A merchant-side record as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemeRow {
+    pub id: i64,
+    pub transaction_id: i64,
+    pub status: String,
+    pub merchant: Option<String>,
+    pub provider: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub mids: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What happened to one payment-side transaction at staging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LegRow {
+    pub transaction_id: i64,
+    pub payment_id: Option<i64>,
+    pub action: String,
+    pub note: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// An entry of the review queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReviewRow {
+    pub id: i64,
+    pub status: String,
+    pub merchant: String,
+    pub payment_id: i64,
+    pub payment_transaction_id: i64,
+    pub scheme_id: i64,
+    pub merchant_transaction_id: i64,
+    pub confidence: i16,
+    pub reason: String,
+    pub candidates: i32,
+    pub plugin: PluginIdentity,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub note: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything matching knows about one transaction (`GET /v1/transactions/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    pub transaction: super::StoredTransaction,
+    /// `unstaged`, `ignored`, a payment status, or a scheme status.
+    pub stage: String,
+    pub leg: Option<LegRow>,
+    pub payment: Option<PaymentRow>,
+    /// Every transaction that is a leg of this payment.
+    pub legs: Vec<LegRow>,
+    pub scheme: Option<SchemeRow>,
+    #[serde(rename = "match")]
+    pub matched: Option<MatchRow>,
+    pub reviews: Vec<ReviewRow>,
+    /// What happened, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    pub at: DateTime<Utc>,
+    pub stage: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MatchFilter {
+    pub merchant: Option<String>,
+    pub kind: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentFilter {
+    pub merchant: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<i64>,
+}
+
+/// Why a force match or a review decision was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedressError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl Store {
+    /// The oldest parsed import not yet staged, locked for this caller
+    /// (others skip it), and staged: payments identified and collapsed,
+    /// scheme records created, pending payments flagged. `merchant_of`
+    /// names the merchant of a merchant-side source (config), if any.
+    /// `None` when no import is waiting.
+    pub async fn stage_next(
+        &self,
+        merchant_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<(i64, StageCounts)>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT id, source FROM imports WHERE status = 'parsed' AND staged_at IS NULL \
+             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let import_id: i64 = row.try_get("id")?;
+        let source: String = row.try_get("source")?;
+        let merchant = merchant_of(&source);
+        let counts = stage_import(&mut tx, import_id, merchant.as_deref()).await?;
+        sqlx::query("UPDATE imports SET staged_at = now() WHERE id = $1")
+            .bind(import_id)
+            .execute(&mut *tx)
+            .await?;
+        record_event(
+            &mut tx,
+            "import",
+            import_id,
+            "staged",
+            "accord",
+            serde_json::to_value(&counts).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some((import_id, counts)))
+    }
+
+    /// Bring back what new reference data makes workable: unidentified
+    /// payments whose MIDs are now registered, unregistered cards now in the
+    /// registry, unassigned scheme records whose MIDs now name a merchant,
+    /// and payments whose matcher failed, once their pause is over.
+    pub async fn reidentify(&self) -> Result<Reidentified> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Reidentified::default();
+        // Unidentified → identified: same rules as staging.
+        let ids: Vec<i64> = sqlx::query_scalar(&format!(
+            "WITH r AS ( \
+               SELECT p.id, idn.merchant, idn.identifier, m.mode, m.match_unregistered_cards, \
+                      p.kind, p.provider, \
+                      EXISTS (SELECT 1 FROM card_registry c WHERE c.card_token = p.card_token) AS registered \
+               FROM payments p JOIN transactions t ON t.id = p.transaction_id \
+               JOIN LATERAL ({IDENTIFY}) idn ON NOT idn.ambiguous \
+               JOIN merchants m ON m.id = idn.merchant \
+               WHERE p.status = 'unidentified' \
+               FOR UPDATE OF p SKIP LOCKED) \
+             UPDATE payments p SET merchant = r.merchant, identifier = r.identifier, \
+               status = CASE WHEN r.provider = 'amex' AND r.kind = 'authorisation' \
+                             AND r.mode IN ('spot', 'stream') THEN 'dropped' \
+                        ELSE (SELECT {INITIAL_STATUS} FROM (SELECT r.merchant, r.kind, r.mode, \
+                              r.match_unregistered_cards, r.registered) x) END, \
+               settlement_key = CASE WHEN r.provider = 'amex' AND r.kind = 'authorisation' \
+                             AND r.mode IN ('spot', 'stream') THEN NULL ELSE p.settlement_key END, \
+               note = NULL, updated_at = now() \
+             FROM r WHERE p.id = r.id RETURNING p.id"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        out.payments_identified = ids.len() as u64;
+        decided_without_partner(&mut tx, &ids).await?;
+        sqlx::query(
+            "UPDATE payments SET needs_match = true WHERE id = ANY($1) AND status = 'pending'",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        out.cards_registered = sqlx::query(
+            "UPDATE payments p SET status = 'pending', needs_match = true, updated_at = now() \
+             WHERE p.status = 'unregistered' \
+               AND EXISTS (SELECT 1 FROM card_registry c WHERE c.card_token = p.card_token)",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let assigned: Vec<i64> = sqlx::query_scalar(
+            "WITH a AS ( \
+               SELECT s.id, (SELECT CASE WHEN count(DISTINCT mi.merchant) = 1 THEN min(mi.merchant) END \
+                  FROM jsonb_to_recordset(t.merchant_ids) AS x(value text, kind text) \
+                  JOIN merchant_identifiers mi ON mi.identifier = x.value \
+                  JOIN payment_providers pp ON pp.id = mi.provider AND pp.slug = t.provider \
+                  WHERE x.kind <> 'store') AS merchant \
+               FROM scheme_transactions s JOIN transactions t ON t.id = s.transaction_id \
+               WHERE s.status = 'unassigned' FOR UPDATE OF s SKIP LOCKED) \
+             UPDATE scheme_transactions s SET merchant = a.merchant, status = 'pending' \
+             FROM a WHERE s.id = a.id AND a.merchant IS NOT NULL RETURNING s.id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        out.scheme_assigned = assigned.len() as u64;
+        flag_for_scheme(&mut tx, &assigned).await?;
+        tx.commit().await?;
+        out.retried = self.retry_due().await?;
+        Ok(out)
+    }
+
+    /// Flag again the payments whose matcher failed, once their pause is over.
+    pub async fn retry_due(&self) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE payments SET needs_match = true, retry_after = NULL \
+             WHERE retry_after IS NOT NULL AND retry_after <= now() AND status = 'pending'",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// When MIDs or cards last changed (for re-identification), if ever.
+    pub async fn reference_changed_at(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT greatest((SELECT max(greatest(created_at, updated_at)) FROM merchant_identifiers), \
+                             (SELECT max(updated_at) FROM card_registry), \
+                             (SELECT max(created_at) FROM merchants))",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Whether a parsed import waits to be staged.
+    pub async fn has_unstaged_imports(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM imports WHERE status = 'parsed' AND staged_at IS NULL)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Whether any payment waits for a matching attempt.
+    pub async fn has_match_work(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM payments WHERE needs_match AND status = 'pending')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Claim up to `limit` payments flagged for matching (merchant by
+    /// merchant, so a batch opens few matcher sessions), locking them
+    /// against other workers, with their candidates (C1–C5 plus the
+    /// merchant's tolerance; pairs a reviewer rejected are left out).
+    pub async fn claim_match_batch(&self, limit: i64) -> Result<Option<MatchBatch>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT p.id AS payment_id, p.merchant AS merchant_id, p.amount_minor AS p_amount, \
+               p.currency AS p_currency, p.occurred_at AS p_occurred_at, p.first_six AS p_first_six, \
+               p.last_four AS p_last_four, p.auth_code AS p_auth_code, p.kind AS p_kind, p.mid AS p_mid, \
+               m.slug AS merchant_slug, m.matcher, m.matcher_config, m.auto_confirm_confidence, \
+               c.card_token AS c_token, c.first_six AS c_first_six, c.last_four AS c_last_four, \
+               c.loyalty_id AS c_loyalty_id, \
+               {} \
+             FROM payments p \
+             JOIN merchants m ON m.id = p.merchant \
+             JOIN transactions t ON t.id = p.transaction_id \
+             LEFT JOIN card_registry c ON c.card_token = p.card_token \
+             WHERE p.needs_match AND p.status = 'pending' \
+             ORDER BY p.merchant, p.id LIMIT $1 \
+             FOR UPDATE OF p SKIP LOCKED",
+            prefixed_transaction_columns("t")
+        ))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut work: Vec<MerchantWork> = Vec::new();
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let merchant_id: i64 = row.try_get("merchant_id")?;
+            if work.last().is_none_or(|w| w.merchant.id != merchant_id) {
+                let confidence: i16 = row.try_get("auto_confirm_confidence")?;
+                work.push(MerchantWork {
+                    merchant: MerchantMatching {
+                        id: merchant_id,
+                        slug: row.try_get("merchant_slug")?,
+                        matcher: row.try_get("matcher")?,
+                        matcher_config: row
+                            .try_get::<sqlx::types::Json<serde_json::Value>, _>("matcher_config")?
+                            .0,
+                        auto_confirm_confidence: confidence.clamp(0, 100) as u8,
+                    },
+                    payments: Vec::new(),
+                });
+            }
+            let payment_id: i64 = row.try_get("payment_id")?;
+            ids.push(payment_id);
+            let mut payment = stored_transaction(row)?.transaction;
+            // The payment's effective fields (after the collapse).
+            payment.amount.minor_units = row.try_get("p_amount")?;
+            payment.amount.currency = row.try_get::<String, _>("p_currency")?.trim().to_owned();
+            let at: DateTime<Utc> = row.try_get("p_occurred_at")?;
+            payment.occurred_at = at.with_timezone(payment.occurred_at.offset());
+            payment.card_first_six = row.try_get("p_first_six")?;
+            payment.card_last_four = row.try_get("p_last_four")?;
+            payment.auth_code = row.try_get("p_auth_code")?;
+            let cardholder = match row.try_get::<Option<String>, _>("c_token")? {
+                Some(card_token) => Some(Cardholder {
+                    card_token,
+                    first_six: row.try_get("c_first_six")?,
+                    last_four: row.try_get("c_last_four")?,
+                    loyalty_id: row.try_get("c_loyalty_id")?,
+                }),
+                None => None,
+            };
+            work.last_mut()
+                .expect("pushed above")
+                .payments
+                .push(PaymentWork {
+                    payment_id,
+                    group: MatchGroup {
+                        payment,
+                        cardholder,
+                        candidates: Vec::new(),
+                    },
+                    candidate_ids: Vec::new(),
+                    too_many: None,
+                });
+        }
+        // Candidates of every claimed payment in one query.
+        let candidates = sqlx::query(&format!(
+            "SELECT p.id AS payment_id, s.id AS scheme_id, {} \
+             FROM payments p \
+             JOIN merchants m ON m.id = p.merchant \
+             JOIN scheme_transactions s ON s.merchant = p.merchant AND s.provider = p.provider \
+               AND s.status = 'pending' AND s.currency = p.currency \
+               AND s.amount_minor BETWEEN p.amount_minor - {ALLOWANCE} AND p.amount_minor + {ALLOWANCE} \
+               AND p.mid = ANY (s.mids) \
+               AND s.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+                                   - make_interval(days => m.lookback_days) \
+             JOIN transactions t ON t.id = s.transaction_id \
+             WHERE p.id = ANY ($1) \
+               AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.payment_id = p.id \
+                               AND r.scheme_id = s.id AND r.status = 'rejected') \
+             ORDER BY p.id, s.id",
+            prefixed_transaction_columns("t")
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut index = std::collections::HashMap::with_capacity(ids.len());
+        for (w, mw) in work.iter().enumerate() {
+            for (p, pw) in mw.payments.iter().enumerate() {
+                index.insert(pw.payment_id, (w, p));
+            }
+        }
+        for row in &candidates {
+            let payment_id: i64 = row.try_get("payment_id")?;
+            let Some(&(w, p)) = index.get(&payment_id) else {
+                continue;
+            };
+            let pw = &mut work[w].payments[p];
+            if pw.candidate_ids.len() >= MAX_CANDIDATES {
+                *pw.too_many.get_or_insert(MAX_CANDIDATES) += 1;
+                continue;
+            }
+            pw.candidate_ids.push(row.try_get("scheme_id")?);
+            pw.group
+                .candidates
+                .push(stored_transaction(row)?.transaction);
+        }
+        for mw in &mut work {
+            for pw in &mut mw.payments {
+                if pw.too_many.is_some() {
+                    pw.group.candidates.clear();
+                    pw.candidate_ids.clear();
+                }
+            }
+        }
+        Ok(Some(MatchBatch { tx, work }))
+    }
+
+    /// Pending payments of merchants with an `unmatched_after_days`, dated
+    /// before the start of (`today` − that many days), become UNMATCHED
+    /// (at most `limit` per call; matching-rules.md §9, selected by payment
+    /// row as the reference recommends). Returns how many.
+    pub async fn sweep_unmatched(&self, now: DateTime<Utc>, limit: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT p.id FROM payments p JOIN merchants m ON m.id = p.merchant \
+             WHERE p.status = 'pending' AND m.unmatched_after_days IS NOT NULL \
+               AND p.occurred_at < date_trunc('day', $1 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+                                   - make_interval(days => m.unmatched_after_days) \
+             ORDER BY p.id LIMIT $2 FOR UPDATE OF p SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let inserted: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO matches (kind, merchant, payment_id, reason, actor) \
+             SELECT 'unmatched', p.merchant, p.id, \
+                    format('no partner within %s days of the transaction date', m.unmatched_after_days), \
+                    'accord' \
+             FROM payments p JOIN merchants m ON m.id = p.merchant WHERE p.id = ANY ($1) \
+             ON CONFLICT DO NOTHING RETURNING payment_id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE payments SET status = 'unmatched', needs_match = false, updated_at = now() \
+             WHERE id = ANY ($1)",
+        )
+        .bind(&inserted)
+        .execute(&mut *tx)
+        .await?;
+        supersede_reviews(&mut tx, &inserted).await?;
+        tx.commit().await?;
+        Ok(inserted.len() as u64)
+    }
+
+    /// Force match (matching-rules.md §10): pair a payment-side transaction
+    /// with a merchant-side one, whatever amounts, MIDs and times say. Both
+    /// must be undecided and belong to the same merchant.
+    pub async fn force_match(
+        &self,
+        payment_transaction_id: i64,
+        merchant_transaction_id: i64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<std::result::Result<MatchRow, RedressError>> {
+        let mut tx = self.pool.begin().await?;
+        let payment = sqlx::query(
+            "SELECT p.id, p.status, p.merchant FROM payment_legs l JOIN payments p ON p.id = l.payment_id \
+             WHERE l.transaction_id = $1 FOR UPDATE OF p",
+        )
+        .bind(payment_transaction_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(payment) = payment else {
+            return Ok(Err(RedressError::NotFound(format!(
+                "transaction {payment_transaction_id} is not a staged payment-side transaction"
+            ))));
+        };
+        let scheme = sqlx::query(
+            "SELECT id, status, merchant FROM scheme_transactions WHERE transaction_id = $1 FOR UPDATE",
+        )
+        .bind(merchant_transaction_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(scheme) = scheme else {
+            return Ok(Err(RedressError::NotFound(format!(
+                "transaction {merchant_transaction_id} is not a staged merchant-side transaction"
+            ))));
+        };
+        let payment_id: i64 = payment.try_get("id")?;
+        let p_status: String = payment.try_get("status")?;
+        let p_merchant: Option<i64> = payment.try_get("merchant")?;
+        let scheme_id: i64 = scheme.try_get("id")?;
+        let s_status: String = scheme.try_get("status")?;
+        let s_merchant: Option<i64> = scheme.try_get("merchant")?;
+        if !matches!(p_status.as_str(), "pending" | "unregistered" | "review") {
+            return Ok(Err(RedressError::Conflict(format!(
+                "payment {payment_id} is {p_status}, not pending"
+            ))));
+        }
+        if s_status != "pending" {
+            return Ok(Err(RedressError::Conflict(format!(
+                "merchant-side record {scheme_id} is {s_status}, not pending"
+            ))));
+        }
+        if p_merchant != s_merchant {
+            return Ok(Err(RedressError::Conflict(
+                "the two transactions belong to different merchants".into(),
+            )));
+        }
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO matches (kind, merchant, payment_id, scheme_id, reason, actor) \
+             VALUES ('forced', $1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(p_merchant)
+        .bind(payment_id)
+        .bind(scheme_id)
+        .bind(reason)
+        .bind(actor)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(Err(RedressError::Conflict(
+                "one of the transactions was matched meanwhile".into(),
+            )));
+        };
+        set_matched(&mut tx, &[payment_id], &[scheme_id], "forced").await?;
+        supersede_reviews(&mut tx, &[payment_id]).await?;
+        record_event(
+            &mut tx,
+            "match",
+            id,
+            "forced",
+            actor,
+            serde_json::json!({"payment_id": payment_id, "scheme_id": scheme_id, "reason": reason}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(self.get_match(id).await?.ok_or_else(|| {
+            StoreError::NotFound(format!("match {id}"))
+        })?))
+    }
+
+    /// Confirm (`true`: becomes a match, actor recorded) or reject (`false`:
+    /// the payment goes back to pending and never sees that candidate
+    /// again) an open review.
+    pub async fn decide_review(
+        &self,
+        review_id: i64,
+        confirm: bool,
+        actor: &str,
+        note: Option<&str>,
+    ) -> Result<std::result::Result<ReviewRow, RedressError>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT r.status, r.payment_id, r.scheme_id, r.merchant, r.reason, r.confidence, r.candidates, \
+                    r.plugin_name, r.plugin_version, r.plugin_sha256 \
+             FROM reviews r WHERE r.id = $1 FOR UPDATE",
+        )
+        .bind(review_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Err(RedressError::NotFound(format!("review {review_id}"))));
+        };
+        let status: String = row.try_get("status")?;
+        if status != "open" {
+            return Ok(Err(RedressError::Conflict(format!(
+                "review {review_id} is {status}"
+            ))));
+        }
+        let payment_id: i64 = row.try_get("payment_id")?;
+        let scheme_id: i64 = row.try_get("scheme_id")?;
+        // Lock the payment before changing it.
+        sqlx::query("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE")
+            .bind(payment_id)
+            .execute(&mut *tx)
+            .await?;
+        let new_status = if confirm {
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO matches (kind, merchant, payment_id, scheme_id, plugin_name, plugin_version, \
+                   plugin_sha256, reason, confidence, candidates, actor) \
+                 SELECT 'matched', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+                 WHERE EXISTS (SELECT 1 FROM scheme_transactions WHERE id = $3 AND status = 'pending') \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(row.try_get::<i64, _>("merchant")?)
+            .bind(payment_id)
+            .bind(scheme_id)
+            .bind(row.try_get::<String, _>("plugin_name")?)
+            .bind(row.try_get::<String, _>("plugin_version")?)
+            .bind(row.try_get::<String, _>("plugin_sha256")?)
+            .bind(format!("{} (confirmed by {actor})", row.try_get::<String, _>("reason")?))
+            .bind(row.try_get::<i16, _>("confidence")?)
+            .bind(row.try_get::<i32, _>("candidates")?)
+            .bind(actor)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if inserted.is_some() {
+                set_matched(&mut tx, &[payment_id], &[scheme_id], "matched").await?;
+                "confirmed"
+            } else {
+                // The candidate went to another payment meanwhile.
+                sqlx::query(
+                    "UPDATE payments SET status = 'pending', needs_match = true, updated_at = now() \
+                     WHERE id = $1 AND status = 'review'",
+                )
+                .bind(payment_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE reviews SET status = 'superseded', decided_at = now() WHERE id = $1",
+                )
+                .bind(review_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Err(RedressError::Conflict(format!(
+                    "the candidate of review {review_id} was matched to another payment; \
+                     the payment is pending again"
+                ))));
+            }
+        } else {
+            sqlx::query(
+                "UPDATE payments SET status = 'pending', needs_match = true, updated_at = now() \
+                 WHERE id = $1 AND status = 'review'",
+            )
+            .bind(payment_id)
+            .execute(&mut *tx)
+            .await?;
+            "rejected"
+        };
+        sqlx::query(
+            "UPDATE reviews SET status = $2, decided_by = $3, decided_at = now(), note = $4 WHERE id = $1",
+        )
+        .bind(review_id)
+        .bind(new_status)
+        .bind(actor)
+        .bind(note)
+        .execute(&mut *tx)
+        .await?;
+        record_event(
+            &mut tx,
+            "review",
+            review_id,
+            new_status,
+            actor,
+            serde_json::json!({"note": note}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(self.get_review(review_id).await?.ok_or_else(|| {
+            StoreError::NotFound(format!("review {review_id}"))
+        })?))
+    }
+
+    pub async fn get_match(&self, id: i64) -> Result<Option<MatchRow>> {
+        let row = sqlx::query(&format!("{MATCH_SELECT} WHERE x.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(match_row).transpose()
+    }
+
+    pub async fn list_matches(&self, filter: &MatchFilter) -> Result<super::Page<MatchRow>> {
+        let limit = super::read::page_limit(filter.limit);
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("{MATCH_SELECT} WHERE true"));
+        if let Some(m) = &filter.merchant {
+            q.push(" AND mm.slug = ").push_bind(m);
+        }
+        if let Some(k) = &filter.kind {
+            q.push(" AND x.kind = ").push_bind(k);
+        }
+        if let Some(c) = filter.cursor {
+            q.push(" AND x.id < ").push_bind(c);
+        }
+        q.push(" ORDER BY x.id DESC LIMIT ").push_bind(limit + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(match_row).collect::<Result<Vec<_>>>()?;
+        Ok(super::read::to_page(items, limit, |m| m.id))
+    }
+
+    pub async fn list_payments(&self, filter: &PaymentFilter) -> Result<super::Page<PaymentRow>> {
+        let limit = super::read::page_limit(filter.limit);
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("{PAYMENT_SELECT} WHERE true"));
+        if let Some(m) = &filter.merchant {
+            q.push(" AND mm.slug = ").push_bind(m);
+        }
+        if let Some(s) = &filter.status {
+            q.push(" AND p.status = ").push_bind(s);
+        }
+        if let Some(c) = filter.cursor {
+            q.push(" AND p.id < ").push_bind(c);
+        }
+        q.push(" ORDER BY p.id DESC LIMIT ").push_bind(limit + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(payment_row).collect::<Result<Vec<_>>>()?;
+        Ok(super::read::to_page(items, limit, |p| p.id))
+    }
+
+    pub async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>> {
+        let row = sqlx::query(&format!("{REVIEW_SELECT} WHERE r.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(review_row).transpose()
+    }
+
+    pub async fn list_reviews(
+        &self,
+        status: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<i64>,
+    ) -> Result<super::Page<ReviewRow>> {
+        let limit = super::read::page_limit(limit);
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("{REVIEW_SELECT} WHERE true"));
+        if let Some(s) = status {
+            q.push(" AND r.status = ").push_bind(s);
+        }
+        if let Some(c) = cursor {
+            q.push(" AND r.id < ").push_bind(c);
+        }
+        q.push(" ORDER BY r.id DESC LIMIT ").push_bind(limit + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(review_row).collect::<Result<Vec<_>>>()?;
+        Ok(super::read::to_page(items, limit, |r| r.id))
+    }
+
+    /// Everything matching knows about transaction `id`; `None` if there is
+    /// no such transaction.
+    pub async fn explain_transaction(&self, id: i64) -> Result<Option<Explanation>> {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let transaction = stored_transaction(&row)?;
+        let mut history = Vec::new();
+        for e in self.events_for_import(transaction.import_id).await? {
+            history.push(HistoryEntry {
+                at: e.at,
+                stage: format!("import {}", e.stage),
+                detail: format!("import {} ({})", transaction.import_id, e.actor),
+            });
+        }
+        let leg = sqlx::query(&format!("{LEG_SELECT} WHERE transaction_id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(leg_row)
+            .transpose()?;
+        let payment_id = leg.as_ref().and_then(|l| l.payment_id);
+        let payment = match payment_id {
+            Some(pid) => sqlx::query(&format!("{PAYMENT_SELECT} WHERE p.id = $1"))
+                .bind(pid)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(payment_row)
+                .transpose()?,
+            None => None,
+        };
+        let legs = match payment_id {
+            Some(pid) => sqlx::query(&format!(
+                "{LEG_SELECT} WHERE payment_id = $1 ORDER BY at, transaction_id"
+            ))
+            .bind(pid)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(leg_row)
+            .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        for l in &legs {
+            history.push(HistoryEntry {
+                at: l.at,
+                stage: format!("payment {}", l.action),
+                detail: format!(
+                    "transaction {}{}",
+                    l.transaction_id,
+                    l.note
+                        .as_deref()
+                        .map(|n| format!(": {n}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        if let (Some(l), None) = (&leg, payment_id) {
+            history.push(HistoryEntry {
+                at: l.at,
+                stage: format!("payment {}", l.action),
+                detail: l.note.clone().unwrap_or_default(),
+            });
+        }
+        let scheme = sqlx::query(&format!("{SCHEME_SELECT} WHERE s.transaction_id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(scheme_row)
+            .transpose()?;
+        if let Some(s) = &scheme {
+            history.push(HistoryEntry {
+                at: s.created_at,
+                stage: "merchant record".into(),
+                detail: format!(
+                    "merchant {}, MIDs [{}]",
+                    s.merchant.as_deref().unwrap_or("(unassigned)"),
+                    s.mids.join(", ")
+                ),
+            });
+        }
+        if let Some(p) = &payment
+            && let Some(at) = p.last_attempt_at
+        {
+            history.push(HistoryEntry {
+                at,
+                stage: "matching attempt".into(),
+                detail: format!(
+                    "attempt {}: {} candidate(s); {}",
+                    p.attempts,
+                    p.last_candidates.unwrap_or(0),
+                    p.last_reason.as_deref().unwrap_or("")
+                ),
+            });
+        }
+        let matched = match (payment_id, scheme.as_ref().map(|s| s.id)) {
+            (Some(pid), _) => {
+                sqlx::query(&format!("{MATCH_SELECT} WHERE x.payment_id = $1"))
+                    .bind(pid)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            (None, Some(sid)) => {
+                sqlx::query(&format!("{MATCH_SELECT} WHERE x.scheme_id = $1"))
+                    .bind(sid)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            _ => None,
+        }
+        .as_ref()
+        .map(match_row)
+        .transpose()?;
+        let reviews = match (payment_id, scheme.as_ref().map(|s| s.id)) {
+            (Some(pid), _) => {
+                sqlx::query(&format!(
+                    "{REVIEW_SELECT} WHERE r.payment_id = $1 ORDER BY r.id"
+                ))
+                .bind(pid)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (None, Some(sid)) => {
+                sqlx::query(&format!(
+                    "{REVIEW_SELECT} WHERE r.scheme_id = $1 ORDER BY r.id"
+                ))
+                .bind(sid)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            _ => Vec::new(),
+        }
+        .iter()
+        .map(review_row)
+        .collect::<Result<Vec<_>>>()?;
+        for r in &reviews {
+            history.push(HistoryEntry {
+                at: r.created_at,
+                stage: "review opened".into(),
+                detail: format!("review {}: confidence {}; {}", r.id, r.confidence, r.reason),
+            });
+            if let (Some(at), Some(by)) = (r.decided_at, &r.decided_by) {
+                history.push(HistoryEntry {
+                    at,
+                    stage: format!("review {}", r.status),
+                    detail: format!("review {} by {by}", r.id),
+                });
+            }
+        }
+        if let Some(m) = &matched {
+            history.push(HistoryEntry {
+                at: m.created_at,
+                stage: m.kind.clone(),
+                detail: format!(
+                    "by {}{}: {}",
+                    m.actor,
+                    m.plugin
+                        .as_ref()
+                        .map(|p| format!(" (sha256 {})", &p.sha256[..p.sha256.len().min(12)]))
+                        .unwrap_or_default(),
+                    m.reason
+                ),
+            });
+        }
+        history.sort_by_key(|h| h.at);
+        let stage = match (&payment, &scheme, &leg) {
+            (Some(p), _, _) => p.status.clone(),
+            (None, Some(s), _) => s.status.clone(),
+            (None, None, Some(l)) => l.action.clone(),
+            (None, None, None) => "unstaged".into(),
+        };
+        Ok(Some(Explanation {
+            transaction,
+            stage,
+            leg,
+            payment,
+            legs,
+            scheme,
+            matched,
+            reviews,
+            history,
+        }))
+    }
+}
+
+impl MatchBatch {
+    /// How many payments were claimed.
+    pub fn len(&self) -> usize {
+        self.work.iter().map(|w| w.payments.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Write every verdict (`(payment_id, verdict)`) and release the claim.
+    /// A chosen candidate another payment got first is not an error: that
+    /// payment stays flagged and is tried again with what is left.
+    pub async fn commit(mut self, verdicts: Vec<(i64, Verdict)>) -> Result<BatchCounts> {
+        let mut counts = BatchCounts::default();
+        let tx = &mut self.tx;
+        // Matches first: the unique constraints decide who gets a candidate.
+        let mut m = MatchColumns::default();
+        let mut r = MatchColumns::default();
+        for (payment_id, v) in &verdicts {
+            match v {
+                Verdict::Match {
+                    scheme_id,
+                    reason,
+                    confidence,
+                    candidates,
+                    plugin,
+                } => m.push(
+                    *payment_id,
+                    *scheme_id,
+                    reason,
+                    *confidence,
+                    *candidates,
+                    plugin,
+                ),
+                Verdict::Review {
+                    scheme_id,
+                    reason,
+                    confidence,
+                    candidates,
+                    plugin,
+                } => r.push(
+                    *payment_id,
+                    *scheme_id,
+                    reason,
+                    *confidence,
+                    *candidates,
+                    plugin,
+                ),
+                _ => {}
+            }
+        }
+        let won: Vec<(i64, i64)> = if m.payment.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "INSERT INTO matches (kind, merchant, payment_id, scheme_id, plugin_name, plugin_version, \
+                   plugin_sha256, reason, confidence, candidates, actor) \
+                 SELECT 'matched', p.merchant, d.payment_id, d.scheme_id, d.plugin_name, d.plugin_version, \
+                   d.plugin_sha256, d.reason, d.confidence, d.candidates, 'plugin:' || d.plugin_name || '@' || d.plugin_version \
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                             $7::smallint[], $8::int[]) \
+                      AS d(payment_id, scheme_id, plugin_name, plugin_version, plugin_sha256, reason, confidence, candidates) \
+                 JOIN payments p ON p.id = d.payment_id \
+                 ORDER BY d.scheme_id \
+                 ON CONFLICT DO NOTHING RETURNING payment_id, scheme_id",
+            )
+            .bind(&m.payment)
+            .bind(&m.scheme)
+            .bind(&m.plugin_name)
+            .bind(&m.plugin_version)
+            .bind(&m.plugin_sha256)
+            .bind(&m.reason)
+            .bind(&m.confidence)
+            .bind(&m.candidates)
+            .fetch_all(&mut **tx)
+            .await?
+        };
+        counts.matched = won.len() as u64;
+        counts.lost = (m.payment.len() - won.len()) as u64;
+        let (won_p, won_s): (Vec<i64>, Vec<i64>) = won.iter().copied().unzip();
+        set_matched(tx, &won_p, &won_s, "matched").await?;
+        if !r.payment.is_empty() {
+            let opened: Vec<i64> = sqlx::query_scalar(
+                "INSERT INTO reviews (merchant, payment_id, scheme_id, confidence, reason, candidates, \
+                   plugin_name, plugin_version, plugin_sha256) \
+                 SELECT p.merchant, d.payment_id, d.scheme_id, d.confidence, d.reason, d.candidates, \
+                   d.plugin_name, d.plugin_version, d.plugin_sha256 \
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                             $7::smallint[], $8::int[]) \
+                      AS d(payment_id, scheme_id, plugin_name, plugin_version, plugin_sha256, reason, confidence, candidates) \
+                 JOIN payments p ON p.id = d.payment_id \
+                 ON CONFLICT DO NOTHING RETURNING payment_id",
+            )
+            .bind(&r.payment)
+            .bind(&r.scheme)
+            .bind(&r.plugin_name)
+            .bind(&r.plugin_version)
+            .bind(&r.plugin_sha256)
+            .bind(&r.reason)
+            .bind(&r.confidence)
+            .bind(&r.candidates)
+            .fetch_all(&mut **tx)
+            .await?;
+            counts.reviews = opened.len() as u64;
+            sqlx::query(
+                "UPDATE payments SET status = 'review', needs_match = false, updated_at = now() \
+                 WHERE id = ANY ($1)",
+            )
+            .bind(&opened)
+            .execute(&mut **tx)
+            .await?;
+        }
+        // The attempt, on every claimed payment.
+        let won_set: std::collections::HashSet<i64> = won_p.iter().copied().collect();
+        let mut a = AttemptColumns::default();
+        for (payment_id, v) in &verdicts {
+            let (candidates, reason, plugin, keep_flag, retry) = match v {
+                Verdict::Match {
+                    reason,
+                    candidates,
+                    plugin,
+                    ..
+                } => {
+                    let lost = !won_set.contains(payment_id);
+                    let reason = if lost {
+                        format!(
+                            "{reason}; the chosen candidate was matched to another payment first, trying again"
+                        )
+                    } else {
+                        reason.clone()
+                    };
+                    (Some(*candidates), reason, Some(plugin), lost, false)
+                }
+                Verdict::Review {
+                    reason,
+                    candidates,
+                    plugin,
+                    confidence,
+                    ..
+                } => (
+                    Some(*candidates),
+                    format!(
+                        "{reason}; confidence {confidence} is below the auto-confirm threshold: sent to review"
+                    ),
+                    Some(plugin),
+                    false,
+                    false,
+                ),
+                Verdict::NoMatch {
+                    reason,
+                    candidates,
+                    plugin,
+                } => {
+                    counts.unmatched += 1;
+                    (
+                        Some(*candidates),
+                        reason.clone(),
+                        plugin.as_ref(),
+                        false,
+                        false,
+                    )
+                }
+                Verdict::Error { reason } => {
+                    counts.errors += 1;
+                    (None, reason.clone(), None, false, true)
+                }
+            };
+            a.payment.push(*payment_id);
+            a.candidates.push(candidates.map(|c| c as i32));
+            a.reason.push(reason);
+            a.plugin
+                .push(plugin.map(|p| format!("{}@{}", p.name, p.version)));
+            a.keep_flag.push(keep_flag);
+            a.retry.push(retry);
+        }
+        sqlx::query(
+            "UPDATE payments p SET attempts = p.attempts + 1, last_attempt_at = now(), \
+               last_candidates = d.candidates, last_reason = d.reason, last_plugin = d.plugin, \
+               needs_match = d.keep_flag AND p.status = 'pending', \
+               retry_after = CASE WHEN d.retry THEN now() + interval '1 minute' END, \
+               updated_at = now() \
+             FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bool[], $6::bool[]) \
+                  AS d(payment_id, candidates, reason, plugin, keep_flag, retry) \
+             WHERE p.id = d.payment_id",
+        )
+        .bind(&a.payment)
+        .bind(&a.candidates)
+        .bind(&a.reason)
+        .bind(&a.plugin)
+        .bind(&a.keep_flag)
+        .bind(&a.retry)
+        .execute(&mut **tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(counts)
+    }
+}
+
+#[derive(Default)]
+struct MatchColumns {
+    payment: Vec<i64>,
+    scheme: Vec<i64>,
+    plugin_name: Vec<String>,
+    plugin_version: Vec<String>,
+    plugin_sha256: Vec<String>,
+    reason: Vec<String>,
+    confidence: Vec<i16>,
+    candidates: Vec<i32>,
+}
+
+impl MatchColumns {
+    fn push(
+        &mut self,
+        payment: i64,
+        scheme: i64,
+        reason: &str,
+        confidence: u8,
+        candidates: usize,
+        plugin: &PluginIdentity,
+    ) {
+        self.payment.push(payment);
+        self.scheme.push(scheme);
+        self.plugin_name.push(plugin.name.clone());
+        self.plugin_version.push(plugin.version.clone());
+        self.plugin_sha256.push(plugin.sha256.clone());
+        self.reason.push(reason.to_owned());
+        self.confidence.push(i16::from(confidence));
+        self.candidates.push(candidates as i32);
+    }
+}
+
+#[derive(Default)]
+struct AttemptColumns {
+    payment: Vec<i64>,
+    candidates: Vec<Option<i32>>,
+    reason: Vec<String>,
+    plugin: Vec<Option<String>>,
+    keep_flag: Vec<bool>,
+    retry: Vec<bool>,
+}
+
+/// Stage one import inside `tx` (see [`Store::stage_next`]).
+async fn stage_import(tx: &mut Tx, import_id: i64, merchant: Option<&str>) -> Result<StageCounts> {
+    let mut counts = StageCounts::default();
+    stage_payments(tx, import_id, &mut counts).await?;
+    stage_scheme(tx, import_id, merchant, &mut counts).await?;
+    Ok(counts)
+}
+
+async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -> Result<()> {
+    // Identify every payment-side row of the import once. `wave` orders rows
+    // sharing a settlement key inside the file (first wins, the next ones
+    // collapse onto it), so one statement per wave handles them all.
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE stage_p ON COMMIT DROP AS \
+         SELECT t.id AS transaction_id, t.kind, COALESCE(t.provider, '') AS provider, \
+           NULLIF(t.settlement_key, '') AS settlement_key, t.amount_minor, t.currency, t.occurred_at, \
+           t.utc_offset_seconds, t.time_known, t.card_token, NULLIF(t.card_first_six, '') AS first_six, \
+           NULLIF(t.card_last_four, '') AS last_four, NULLIF(t.auth_code, '') AS auth_code, \
+           COALESCE((SELECT x->>'value' FROM jsonb_array_elements(t.merchant_ids) x \
+                     WHERE x->>'kind' = 'primary' LIMIT 1), '') AS mid, \
+           CASE WHEN r.ambiguous THEN NULL ELSE r.merchant END AS merchant, \
+           CASE WHEN r.ambiguous THEN NULL ELSE r.identifier END AS identifier, \
+           CASE WHEN r.ambiguous THEN 'MIDs registered to several merchants' \
+                WHEN r.merchant IS NULL THEN 'no registered MID' END AS note, \
+           m.mode, COALESCE(m.match_unregistered_cards, true) AS match_unregistered_cards, \
+           EXISTS (SELECT 1 FROM card_registry c WHERE c.card_token = t.card_token) AS registered, \
+           CASE WHEN t.settlement_key IS NULL OR t.settlement_key = '' THEN 1 \
+                ELSE row_number() OVER (PARTITION BY t.provider, t.settlement_key ORDER BY t.id) END AS wave \
+         FROM transactions t \
+         LEFT JOIN LATERAL ({IDENTIFY}) r ON true \
+         LEFT JOIN merchants m ON m.id = r.merchant AND NOT r.ambiguous \
+         WHERE t.import_id = $1 AND t.side = 'payment'"
+    ))
+    .bind(import_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("ALTER TABLE stage_p ADD COLUMN status text")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(&format!(
+        "UPDATE stage_p SET status = CASE WHEN provider = 'amex' AND kind = 'authorisation' \
+             AND mode IN ('spot', 'stream') THEN 'dropped' ELSE {INITIAL_STATUS} END"
+    ))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("ANALYZE stage_p").execute(&mut **tx).await?;
+    let waves: Option<i64> = sqlx::query_scalar("SELECT max(wave) FROM stage_p")
+        .fetch_one(&mut **tx)
+        .await?;
+    counts.unidentified =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM stage_p WHERE merchant IS NULL")
+            .fetch_one(&mut **tx)
+            .await? as u64;
+    // Amex auths of spot/stream merchants never become payments
+    // (payment-feeds.md §2.3): the settlement is what they export.
+    counts.legs_ignored += sqlx::query(
+        "INSERT INTO payment_legs (transaction_id, payment_id, action, note) \
+         SELECT transaction_id, NULL, 'ignored', \
+                'Amex authorisation of a ' || mode || ' merchant: the settlement stands for the purchase' \
+         FROM stage_p WHERE status = 'dropped'",
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    for wave in 1..=waves.unwrap_or(0) {
+        let created: Vec<i64> = sqlx::query_scalar(
+            "WITH ins AS ( \
+               INSERT INTO payments (provider, settlement_key, transaction_id, kind, merchant, identifier, \
+                 mid, amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
+                 first_six, last_four, auth_code, status, needs_match, note) \
+               SELECT provider, settlement_key, transaction_id, kind, merchant, identifier, mid, \
+                 amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
+                 first_six, last_four, auth_code, status, status = 'pending', note \
+               FROM stage_p WHERE wave = $1 AND status <> 'dropped' \
+               ON CONFLICT (provider, settlement_key) WHERE settlement_key IS NOT NULL DO NOTHING \
+               RETURNING id, transaction_id) \
+             INSERT INTO payment_legs (transaction_id, payment_id, action) \
+             SELECT transaction_id, id, 'created' FROM ins RETURNING payment_id",
+        )
+        .bind(wave)
+        .fetch_all(&mut **tx)
+        .await?;
+        counts.payments_created += created.len() as u64;
+        decided_without_partner(tx, &created).await?;
+        // Settlements (any non-auth, non-refund leg) onto an undecided
+        // payment of the same key (matching-rules.md §3).
+        let settled = sqlx::query(&format!(
+            "WITH up AS ( \
+               UPDATE payments p SET amount_minor = s.amount_minor, currency = s.currency, \
+                 transaction_id = s.transaction_id, kind = s.kind, \
+                 first_six = COALESCE(p.first_six, s.first_six), \
+                 last_four = COALESCE(p.last_four, s.last_four), \
+                 auth_code = COALESCE(p.auth_code, s.auth_code), \
+                 needs_match = (p.status = 'pending'), updated_at = now() \
+               FROM stage_p s \
+               WHERE s.wave = $1 AND s.status <> 'dropped' AND s.kind NOT IN ('authorisation', 'refund') \
+                 AND p.provider = s.provider AND p.settlement_key = s.settlement_key \
+                 AND p.status IN {UNDECIDED} \
+                 AND NOT EXISTS (SELECT 1 FROM payment_legs l WHERE l.transaction_id = s.transaction_id) \
+               RETURNING p.id, s.transaction_id) \
+             INSERT INTO payment_legs (transaction_id, payment_id, action, note) \
+             SELECT transaction_id, id, 'settled', 'settlement onto the pending payment' FROM up"
+        ))
+        .bind(wave)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        counts.payments_settled += settled;
+        // The rest of the wave: recorded, nothing new.
+        counts.legs_ignored += sqlx::query(
+            "INSERT INTO payment_legs (transaction_id, payment_id, action, note) \
+             SELECT s.transaction_id, p.id, 'ignored', \
+               CASE WHEN s.kind = 'authorisation' THEN 'authorisation of a purchase already recorded' \
+                    ELSE s.kind || ' for a payment already ' || COALESCE(p.status, 'recorded') END \
+             FROM stage_p s \
+             LEFT JOIN payments p ON p.provider = s.provider AND p.settlement_key = s.settlement_key \
+             WHERE s.wave = $1 AND s.status <> 'dropped' \
+               AND NOT EXISTS (SELECT 1 FROM payment_legs l WHERE l.transaction_id = s.transaction_id)",
+        )
+        .bind(wave)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
+    Ok(())
+}
+
+async fn stage_scheme(
+    tx: &mut Tx,
+    import_id: i64,
+    merchant: Option<&str>,
+    counts: &mut StageCounts,
+) -> Result<()> {
+    let rows = sqlx::query(
+        "WITH src AS ( \
+           SELECT t.id, t.kind, t.provider, t.amount_minor, t.currency, t.merchant_ids, \
+             COALESCE((SELECT id FROM merchants WHERE slug = $2), \
+               (SELECT CASE WHEN count(DISTINCT mi.merchant) = 1 THEN min(mi.merchant) END \
+                FROM jsonb_to_recordset(t.merchant_ids) AS x(value text, kind text) \
+                JOIN merchant_identifiers mi ON mi.identifier = x.value \
+                JOIN payment_providers pp ON pp.id = mi.provider AND pp.slug = t.provider \
+                WHERE x.kind <> 'store')) AS merchant \
+           FROM transactions t WHERE t.import_id = $1 AND t.side = 'merchant') \
+         INSERT INTO scheme_transactions (transaction_id, merchant, provider, amount_minor, currency, mids, status) \
+         SELECT src.id, src.merchant, src.provider, src.amount_minor, src.currency, \
+           ARRAY(SELECT DISTINCT v FROM ( \
+               SELECT x.value AS v FROM jsonb_to_recordset(src.merchant_ids) AS x(value text, kind text) \
+               WHERE x.kind <> 'store' AND btrim(x.value) NOT IN ('', '0') \
+               UNION ALL \
+               SELECT mi.identifier FROM jsonb_to_recordset(src.merchant_ids) AS x(value text, kind text) \
+               JOIN merchant_identifiers mi ON mi.merchant = src.merchant AND mi.location_id = x.value \
+               WHERE x.kind = 'store') u ORDER BY v), \
+           CASE WHEN src.merchant IS NULL THEN 'unassigned' \
+                WHEN src.kind = 'refund' OR src.amount_minor < 0 THEN 'refund' \
+                ELSE 'pending' END \
+         FROM src \
+         ON CONFLICT (transaction_id) DO NOTHING \
+         RETURNING id, status",
+    )
+    .bind(import_id)
+    .bind(merchant)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut pending = Vec::new();
+    for row in &rows {
+        let status: String = row.try_get("status")?;
+        match status.as_str() {
+            "pending" => {
+                counts.scheme_pending += 1;
+                pending.push(row.try_get::<i64, _>("id")?);
+            }
+            "unassigned" => counts.scheme_unassigned += 1,
+            _ => counts.scheme_refunds += 1,
+        }
+    }
+    counts.payments_flagged = flag_for_scheme(tx, &pending).await?;
+    Ok(())
+}
+
+/// Flag the pending payments that new scheme records `scheme_ids` may be
+/// candidates of (matching-rules.md §4, the merchant-side trigger).
+async fn flag_for_scheme(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u64> {
+    if scheme_ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(&format!(
+        "UPDATE payments p SET needs_match = true \
+         FROM (SELECT DISTINCT p2.id FROM scheme_transactions s \
+               JOIN merchants m ON m.id = s.merchant \
+               JOIN payments p2 ON p2.merchant = s.merchant AND p2.provider = s.provider \
+                 AND p2.status = 'pending' AND p2.currency = s.currency \
+                 AND p2.amount_minor BETWEEN s.amount_minor - {WIDEST} AND s.amount_minor + {WIDEST} \
+                 AND p2.mid = ANY (s.mids) \
+               WHERE s.id = ANY ($1)) f \
+         WHERE p.id = f.id AND NOT p.needs_match"
+    ))
+    .bind(scheme_ids)
+    .execute(tx)
+    .await?
+    .rows_affected())
+}
+
+/// Spotted and streamed payments among `payment_ids` get their match row
+/// (no merchant-side partner).
+async fn decided_without_partner(tx: &mut PgConnection, payment_ids: &[i64]) -> Result<()> {
+    if payment_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO matches (kind, merchant, payment_id, reason, actor) \
+         SELECT p.status, p.merchant, p.id, \
+           CASE WHEN p.kind = 'refund' THEN 'refunds are streamed, never matched' \
+                WHEN p.status = 'spotted' THEN 'spot merchant: every identified payment is a match' \
+                ELSE 'stream merchant: straight on to routing' END, \
+           'accord' \
+         FROM payments p WHERE p.id = ANY ($1) AND p.status IN ('spotted', 'streamed') \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(payment_ids)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn set_matched(
+    tx: &mut PgConnection,
+    payments: &[i64],
+    schemes: &[i64],
+    status: &str,
+) -> Result<()> {
+    if payments.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE scheme_transactions SET status = 'matched' WHERE id = ANY ($1)")
+        .bind(schemes)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE payments SET status = $2, needs_match = false, retry_after = NULL, updated_at = now() \
+         WHERE id = ANY ($1)",
+    )
+    .bind(payments)
+    .bind(status)
+    .execute(&mut *tx)
+    .await?;
+    // A scheme record that was some open review's candidate is gone.
+    sqlx::query(
+        "WITH r AS (UPDATE reviews SET status = 'superseded', decided_at = now() \
+                    WHERE status = 'open' AND scheme_id = ANY ($1) AND NOT (payment_id = ANY ($2)) \
+                    RETURNING payment_id) \
+         UPDATE payments p SET status = 'pending', needs_match = true, updated_at = now() \
+         FROM r WHERE p.id = r.payment_id AND p.status = 'review'",
+    )
+    .bind(schemes)
+    .bind(payments)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn supersede_reviews(tx: &mut PgConnection, payments: &[i64]) -> Result<()> {
+    if payments.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE reviews SET status = 'superseded', decided_at = now() \
+         WHERE status = 'open' AND payment_id = ANY ($1)",
+    )
+    .bind(payments)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// [`TRANSACTION_COLUMNS`] qualified by `alias`.
+fn prefixed_transaction_columns(alias: &str) -> String {
+    TRANSACTION_COLUMNS
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const MATCH_SELECT: &str = "SELECT x.id, x.kind, mm.slug AS merchant, x.payment_id, \
+     p.transaction_id AS payment_transaction_id, x.scheme_id, s.transaction_id AS merchant_transaction_id, \
+     x.plugin_name, x.plugin_version, x.plugin_sha256, x.reason, x.confidence, x.candidates, x.actor, x.created_at \
+     FROM matches x JOIN merchants mm ON mm.id = x.merchant JOIN payments p ON p.id = x.payment_id \
+     LEFT JOIN scheme_transactions s ON s.id = x.scheme_id";
+
+const PAYMENT_SELECT: &str = "SELECT p.id, p.status, mm.slug AS merchant, p.provider, p.mid, p.settlement_key, \
+     p.transaction_id, p.kind, p.amount_minor, p.currency, p.occurred_at, p.card_token, p.first_six, \
+     p.last_four, p.auth_code, p.attempts, p.last_attempt_at, p.last_candidates, p.last_reason, \
+     p.last_plugin, p.note, p.created_at, p.updated_at \
+     FROM payments p LEFT JOIN merchants mm ON mm.id = p.merchant";
+
+const SCHEME_SELECT: &str = "SELECT s.id, s.transaction_id, s.status, mm.slug AS merchant, s.provider, \
+     s.amount_minor, s.currency, s.mids, s.created_at \
+     FROM scheme_transactions s LEFT JOIN merchants mm ON mm.id = s.merchant";
+
+const LEG_SELECT: &str = "SELECT transaction_id, payment_id, action, note, at FROM payment_legs";
+
+const REVIEW_SELECT: &str = "SELECT r.id, r.status, mm.slug AS merchant, r.payment_id, \
+     p.transaction_id AS payment_transaction_id, r.scheme_id, s.transaction_id AS merchant_transaction_id, \
+     r.confidence, r.reason, r.candidates, r.plugin_name, r.plugin_version, r.plugin_sha256, r.decided_by, \
+     r.decided_at, r.note, r.created_at \
+     FROM reviews r JOIN merchants mm ON mm.id = r.merchant JOIN payments p ON p.id = r.payment_id \
+     JOIN scheme_transactions s ON s.id = r.scheme_id";
+
+fn match_row(row: &PgRow) -> Result<MatchRow> {
+    let plugin = match row.try_get::<Option<String>, _>("plugin_name")? {
+        Some(name) => Some(PluginIdentity {
+            name,
+            version: row
+                .try_get::<Option<String>, _>("plugin_version")?
+                .unwrap_or_default(),
+            sha256: row
+                .try_get::<Option<String>, _>("plugin_sha256")?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(MatchRow {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        merchant: row.try_get("merchant")?,
+        payment_id: row.try_get("payment_id")?,
+        payment_transaction_id: row.try_get("payment_transaction_id")?,
+        scheme_id: row.try_get("scheme_id")?,
+        merchant_transaction_id: row.try_get("merchant_transaction_id")?,
+        plugin,
+        reason: row.try_get("reason")?,
+        confidence: row.try_get("confidence")?,
+        candidates: row.try_get("candidates")?,
+        actor: row.try_get("actor")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn payment_row(row: &PgRow) -> Result<PaymentRow> {
+    Ok(PaymentRow {
+        id: row.try_get("id")?,
+        status: row.try_get("status")?,
+        merchant: row.try_get("merchant")?,
+        provider: row.try_get("provider")?,
+        mid: row.try_get("mid")?,
+        settlement_key: row.try_get("settlement_key")?,
+        transaction_id: row.try_get("transaction_id")?,
+        kind: row.try_get("kind")?,
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get::<String, _>("currency")?.trim().to_owned(),
+        occurred_at: row.try_get("occurred_at")?,
+        card_token: row.try_get("card_token")?,
+        first_six: row.try_get("first_six")?,
+        last_four: row.try_get("last_four")?,
+        auth_code: row.try_get("auth_code")?,
+        attempts: row.try_get("attempts")?,
+        last_attempt_at: row.try_get("last_attempt_at")?,
+        last_candidates: row.try_get("last_candidates")?,
+        last_reason: row.try_get("last_reason")?,
+        last_plugin: row.try_get("last_plugin")?,
+        note: row.try_get("note")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn scheme_row(row: &PgRow) -> Result<SchemeRow> {
+    Ok(SchemeRow {
+        id: row.try_get("id")?,
+        transaction_id: row.try_get("transaction_id")?,
+        status: row.try_get("status")?,
+        merchant: row.try_get("merchant")?,
+        provider: row.try_get("provider")?,
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get::<String, _>("currency")?.trim().to_owned(),
+        mids: row.try_get("mids")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn leg_row(row: &PgRow) -> Result<LegRow> {
+    Ok(LegRow {
+        transaction_id: row.try_get("transaction_id")?,
+        payment_id: row.try_get("payment_id")?,
+        action: row.try_get("action")?,
+        note: row.try_get("note")?,
+        at: row.try_get("at")?,
+    })
+}
+
+fn review_row(row: &PgRow) -> Result<ReviewRow> {
+    Ok(ReviewRow {
+        id: row.try_get("id")?,
+        status: row.try_get("status")?,
+        merchant: row.try_get("merchant")?,
+        payment_id: row.try_get("payment_id")?,
+        payment_transaction_id: row.try_get("payment_transaction_id")?,
+        scheme_id: row.try_get("scheme_id")?,
+        merchant_transaction_id: row.try_get("merchant_transaction_id")?,
+        confidence: row.try_get("confidence")?,
+        reason: row.try_get("reason")?,
+        candidates: row.try_get("candidates")?,
+        plugin: PluginIdentity {
+            name: row.try_get("plugin_name")?,
+            version: row.try_get("plugin_version")?,
+            sha256: row.try_get("plugin_sha256")?,
+        },
+        decided_by: row.try_get("decided_by")?,
+        decided_at: row.try_get("decided_at")?,
+        note: row.try_get("note")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
