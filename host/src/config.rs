@@ -845,6 +845,54 @@ mod tests {
     }
 
     #[test]
+    fn merchant_sources_and_api_tokens() {
+        let text = r#"
+[api_tokens]
+ops = "0123456789abcdef0123"
+
+[[sources]]
+name = "iceland"
+side = "merchant"
+parser = "merchant-feeds"
+merchant = "iceland-bonus-card"
+"#;
+        let (_dir, config) = load(
+            text,
+            &[("ACCORD_API_TOKENS__NIGHT_SHIFT", "fedcba9876543210fedcba")],
+        );
+        let config = config.unwrap();
+        assert_eq!(
+            config.source("iceland").unwrap().merchant.as_deref(),
+            Some("iceland-bonus-card")
+        );
+        assert_eq!(config.token_name("0123456789abcdef0123"), Some("ops"));
+        assert_eq!(
+            config.token_name("fedcba9876543210fedcba"),
+            Some("night-shift")
+        );
+        assert_eq!(
+            config.token_name("0123456789abcdef012"),
+            None,
+            "a prefix is not the token"
+        );
+        assert_eq!(config.token_name(""), None);
+        // Never printed.
+        assert!(!format!("{config:?}").contains("0123456789abcdef0123"));
+
+        let (key, msg) = invalid(
+            "[[sources]]\nname = \"a\"\nside = \"merchant\"\nparser = \"csv\"\nmerchant = \"Iceland!\"\n",
+            &[],
+        );
+        assert_eq!(key, "sources[0].merchant", "{msg}");
+        let (key, msg) = invalid("[api_tokens]\nops = \"short\"\n", &[]);
+        assert_eq!(key, "api_tokens.ops");
+        assert!(
+            msg.contains("at least 16") && !msg.contains("short\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn relative_paths_are_folded_lexically() {
         assert_eq!(
             lexically_normal(Path::new("/srv/examples/../accord-data/./inbox")),
