@@ -614,4 +614,70 @@ async fn cli_mids_import_through_the_binary() {
     let (ok, out, err) = run(&["mids", "list", "--merchant", "costa"]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("C3") && out.contains("costa"), "{out}");
+
+    // Update, offboard one, offboard a location.
+    let c3 = page.items.iter().find(|m| m.identifier == "C3").unwrap().id;
+    let (ok, out, err) = run(&["mids", "update", &c3.to_string(), "--location-id", "L9"]);
+    assert!(ok && out.contains("location L9"), "{out}\n{err}");
+    let (ok, out, err) = run(&[
+        "mids",
+        "remove",
+        "--identifier",
+        "C3",
+        "--type",
+        "primary",
+        "--provider",
+        "visa",
+    ]);
+    assert!(ok && out.contains("1 MID(s) removed"), "{out}\n{err}");
+    let (ok, out, err) = run(&[
+        "mids",
+        "remove",
+        "--merchant",
+        "costa",
+        "--location-id",
+        "L1",
+    ]);
+    assert!(ok && out.contains("2 MID(s) removed"), "{out}\n{err}");
+    let (ok, _, err) = run(&["mids", "remove", "--identifier", "C1"]);
+    assert!(!ok, "type and provider are required with --identifier");
+    assert!(err.contains("--type") || err.contains("required"), "{err}");
+    let left = api
+        .store
+        .list_mids(&accord::store::MidFilter {
+            merchant: Some("costa".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "{:?}", left.items);
+
+    // Matching settings from the CLI; a bad one is refused naming the flag.
+    let (ok, out, err) = run(&[
+        "merchants",
+        "add",
+        "stonegate",
+        "--name",
+        "Stonegate",
+        "--unmatched-after-days",
+        "2",
+        "--tolerance-minor",
+        "3",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let m = api.store.get_merchant("stonegate").await.unwrap().unwrap();
+    assert_eq!(
+        (m.settings.unmatched_after_days, m.settings.tolerance_minor),
+        (Some(2), 3)
+    );
+    let (ok, _, err) = run(&[
+        "merchants",
+        "add",
+        "stonegate",
+        "--name",
+        "S",
+        "--tolerance-bp",
+        "5000",
+    ]);
+    assert!(!ok && err.contains("--tolerance-bp"), "{err}");
 }

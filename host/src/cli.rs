@@ -138,6 +138,33 @@ pub enum MidsCommand {
         #[arg(long, env = "ACCORD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Offboard MIDs: one by identifier + type + provider, or every MID of
+    /// a merchant's location.
+    Remove {
+        #[arg(long, requires_all = ["identifier_type", "provider"], conflicts_with_all = ["merchant", "location_id"])]
+        identifier: Option<String>,
+        #[arg(long = "type", value_parser = parse_identifier_type)]
+        identifier_type: Option<crate::store::IdentifierType>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long, requires = "location_id")]
+        merchant: Option<String>,
+        #[arg(long)]
+        location_id: Option<String>,
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Change a MID's location id and/or merchant internal id (`""` clears).
+    Update {
+        /// The MID's id (from `accord mids list`).
+        id: i64,
+        #[arg(long)]
+        location_id: Option<String>,
+        #[arg(long)]
+        merchant_internal_id: Option<String>,
+        #[arg(long, env = "ACCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Show registered MIDs, newest first.
     List {
         /// Only this merchant's (slug).
@@ -255,6 +282,10 @@ pub enum BenchCommand {
     },
 }
 
+fn parse_identifier_type(s: &str) -> Result<crate::store::IdentifierType, String> {
+    s.parse()
+}
+
 fn parse_mode(s: &str) -> Result<MerchantMode, String> {
     s.parse()
 }
@@ -274,6 +305,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => daemon::import(source, files, config),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Mids(MidsCommand::Import { file, config }) => reference::import_mids(file, config),
+        Command::Mids(MidsCommand::Remove {
+            identifier,
+            identifier_type,
+            provider,
+            merchant,
+            location_id,
+            config,
+        }) => reference::remove_mids(
+            identifier.zip(identifier_type).zip(provider),
+            merchant.zip(location_id),
+            config,
+        ),
+        Command::Mids(MidsCommand::Update {
+            id,
+            location_id,
+            merchant_internal_id,
+            config,
+        }) => reference::update_mid(id, location_id, merchant_internal_id, config),
         Command::Mids(MidsCommand::List {
             merchant,
             provider,

@@ -110,6 +110,60 @@ fn exit(rejected: &[RowError]) -> ExitCode {
     }
 }
 
+/// `accord mids remove`: by identifier + type + provider, or by location.
+pub fn remove_mids(
+    one: Option<((String, crate::store::IdentifierType), String)>,
+    location: Option<(String, String)>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let removed = match (one, location) {
+        (Some(((identifier, kind), provider)), None) => {
+            with_store(config.as_deref(), async |store| {
+                Ok(store.offboard_mid(&identifier, kind, &provider).await?)
+            })?
+        }
+        (None, Some((merchant, location_id))) => with_store(config.as_deref(), async |store| {
+            Ok(store.offboard_location(&merchant, &location_id).await?)
+        })?,
+        _ => bail!("give --identifier, --type and --provider, or --merchant and --location-id"),
+    };
+    println!("{removed} MID(s) removed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `accord mids update ID`.
+pub fn update_mid(
+    id: i64,
+    location_id: Option<String>,
+    merchant_internal_id: Option<String>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if location_id.is_none() && merchant_internal_id.is_none() {
+        bail!("nothing to change: give --location-id and/or --merchant-internal-id");
+    }
+    let mid = with_store(config.as_deref(), async |store| {
+        Ok(store
+            .update_mid(
+                id,
+                &crate::store::MidUpdate {
+                    location_id,
+                    merchant_internal_id,
+                },
+            )
+            .await?)
+    })?;
+    println!(
+        "MID {} ({} {} {}): location {}, internal id {}",
+        mid.id,
+        mid.identifier,
+        mid.identifier_type,
+        mid.provider,
+        mid.location_id.as_deref().unwrap_or("-"),
+        mid.merchant_internal_id.as_deref().unwrap_or("-")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `accord mids list`: newest first, at most [`LIST_MAX`].
 pub fn list_mids(
     merchant: Option<String>,
