@@ -54,7 +54,9 @@
 //!   on the absence of evidence.
 //! - Confidence: [`CONFIDENCE_PRIMARY`] when the primary filter alone left one
 //!   candidate, [`CONFIDENCE_TIME_WINDOW`] or [`CONFIDENCE_USER_CARD`] when
-//!   the fallback that left one was the time window or a user-card filter.
+//!   the fallback that left one was the time window or a user-card filter;
+//!   [`CONFIDENCE_PENALTY_INEXACT_AMOUNT`] less when the chosen candidate's
+//!   amount differs from the payment's (merchants with an amount tolerance).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -71,6 +73,11 @@ pub const CONFIDENCE_TIME_WINDOW: u8 = 90;
 /// A user-card fallback settled it: the decision rests on card digits from
 /// the card registry rather than on the payment message itself.
 pub const CONFIDENCE_USER_CARD: u8 = 80;
+
+/// Taken off the confidence when the chosen candidate's amount is not the
+/// payment's (a merchant with an amount tolerance): 100 → 70, below the
+/// default auto-confirm threshold (80), so such matches go to review.
+pub const CONFIDENCE_PENALTY_INEXACT_AMOUNT: u8 = 30;
 
 /// The merchants whose rules are built in (matching-rules.md §7).
 pub const MERCHANTS: [&str; 6] = [
@@ -327,6 +334,31 @@ impl Matcher for Harmonia {
     }
 
     fn decide(&mut self, group: &Group) -> Decision {
+        let mut d = self.decide_by_rules(group);
+        // Only a merchant with an amount tolerance gets candidates whose
+        // amount differs (the host selects exact amounts otherwise): the
+        // rules still pick one, but an inexact amount is weaker evidence.
+        if let Some(i) = d.chosen
+            && let Some(c) = group.candidates.get(i as usize)
+        {
+            let (p, s) = (&group.payment.amount, &c.amount);
+            if p.minor_units != s.minor_units {
+                let diff = (i128::from(s.minor_units) - i128::from(p.minor_units)).abs();
+                let _ = write!(
+                    d.reason,
+                    "; amount differs by {diff} minor units (within tolerance)"
+                );
+                d.confidence = d
+                    .confidence
+                    .saturating_sub(CONFIDENCE_PENALTY_INEXACT_AMOUNT);
+            }
+        }
+        d
+    }
+}
+
+impl Harmonia {
+    fn decide_by_rules(&self, group: &Group) -> Decision {
         let p = &group.payment;
         let Some(provider) = present(&p.provider).map(str::to_ascii_lowercase) else {
             return Decision::none("payment has no provider");
@@ -727,6 +759,34 @@ mod tests {
         let err = run_matcher::<Harmonia>(config, &[]).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidConfig, "{}", err.message);
         assert!(err.message.contains(needle), "{}", err.message);
+    }
+
+    // ---- beyond Harmonia: amount tolerance ----
+
+    /// A candidate within the merchant's amount tolerance (the host selected
+    /// it) can still be chosen by the rules, but with less confidence and
+    /// the difference in the reason; an exact amount keeps full confidence.
+    #[test]
+    fn inexact_amount_lowers_confidence() {
+        let mut off = scheme(at(0)).auth(CODE);
+        off.amount = Money::new(2455, "GBP");
+        let d = decide("wasabi-club", payment("visa").auth(CODE), None, vec![off]);
+        assert_chosen(
+            &d,
+            0,
+            CONFIDENCE_PRIMARY - CONFIDENCE_PENALTY_INEXACT_AMOUNT,
+        );
+        assert_eq!(
+            d.reason,
+            "visa: auth-code → 1 candidate; amount differs by 5 minor units (within tolerance)"
+        );
+        let d = decide(
+            "wasabi-club",
+            payment("visa").auth(CODE),
+            None,
+            vec![scheme(at(0)).auth(CODE)],
+        );
+        assert_chosen(&d, 0, CONFIDENCE_PRIMARY);
     }
 
     // ---- shared checks for the §7 cells ----
