@@ -7,6 +7,8 @@ mod support;
 mod api;
 mod daemon;
 mod ingest;
+mod matching;
 mod plugin_cli;
 mod plugin_runtime;
 mod reference;
+mod walkthrough;

@@ -23,7 +23,16 @@ pub fn guest_target_dir() -> PathBuf {
     }
 }
 
-const PLUGINS: &[&str] = &["csv", "mastercard-tgx2", "visa-vop", "psp-xml"];
+const PLUGINS: &[&str] = &[
+    "csv",
+    "mastercard-tgx2",
+    "visa-vop",
+    "psp-xml",
+    "amex",
+    "mastercard-auth",
+    "merchant-feeds",
+    "harmonia",
+];
 const GUESTS: &[&str] = &[
     "spin-loop",
     "mem-bomb",

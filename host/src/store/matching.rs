@@ -76,6 +76,10 @@ const STAGING_LOCK: i64 = 0x6163_636f_7264_0001;
 /// amount), answered "too many candidates" instead of a coin toss.
 pub const MAX_CANDIDATES: usize = 200;
 
+/// Staging an import that created or flagged at least this many rows
+/// refreshes the planner's statistics of the tables it changed.
+const ANALYZE_AFTER: u64 = 10_000;
+
 /// What staging one import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StageCounts {
@@ -369,6 +373,16 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        // A large import changes what the tables look like (rows, flagged
+        // share) faster than autovacuum notices; with stale statistics the
+        // claim and candidate queries read every flagged payment and every
+        // pending record per batch instead of an index range.
+        if counts.payments_created + counts.payments_settled + counts.payments_flagged >= ANALYZE_AFTER {
+            sqlx::query("ANALYZE payments").execute(&self.pool).await?;
+        }
+        if counts.scheme_pending + counts.scheme_unassigned >= ANALYZE_AFTER {
+            sqlx::query("ANALYZE scheme_transactions").execute(&self.pool).await?;
+        }
         Ok(Some((import_id, counts)))
     }
 
@@ -1209,8 +1223,11 @@ impl MatchBatch {
         counts.lost = (m.payment.len() - won.len()) as u64;
         let (won_p, won_s): (Vec<i64>, Vec<i64>) = won.iter().copied().unzip();
         set_matched(tx, &won_p, &won_s, "matched").await?;
+        let mut opened: Vec<i64> = Vec::new();
         if !r.payment.is_empty() {
-            let opened: Vec<i64> = sqlx::query_scalar(
+            // Only on a record still pending: one just matched (above, or by
+            // another worker) is no candidate any more.
+            opened = sqlx::query_scalar(
                 "INSERT INTO reviews (merchant, payment_id, scheme_id, confidence, reason, candidates, \
                    plugin_name, plugin_version, plugin_sha256) \
                  SELECT p.merchant, d.payment_id, d.scheme_id, d.confidence, d.reason, d.candidates, \
@@ -1219,6 +1236,7 @@ impl MatchBatch {
                              $7::smallint[], $8::int[]) \
                       AS d(payment_id, scheme_id, plugin_name, plugin_version, plugin_sha256, reason, confidence, candidates) \
                  JOIN payments p ON p.id = d.payment_id \
+                 JOIN scheme_transactions s ON s.id = d.scheme_id AND s.status = 'pending' \
                  ON CONFLICT DO NOTHING RETURNING payment_id",
             )
             .bind(&r.payment)
@@ -1242,6 +1260,7 @@ impl MatchBatch {
         }
         // The attempt, on every claimed payment.
         let won_set: std::collections::HashSet<i64> = won_p.iter().copied().collect();
+        let opened_set: std::collections::HashSet<i64> = opened.iter().copied().collect();
         let mut a = AttemptColumns::default();
         for (payment_id, v) in &verdicts {
             let (candidates, reason, plugin, keep_flag, retry) = match v {
@@ -1267,7 +1286,7 @@ impl MatchBatch {
                     plugin,
                     confidence,
                     ..
-                } => (
+                } if opened_set.contains(payment_id) => (
                     Some(*candidates),
                     format!(
                         "{reason}; confidence {confidence} is below the auto-confirm threshold: sent to review"
@@ -1276,6 +1295,23 @@ impl MatchBatch {
                     false,
                     false,
                 ),
+                Verdict::Review {
+                    reason,
+                    candidates,
+                    plugin,
+                    ..
+                } => {
+                    counts.lost += 1;
+                    (
+                        Some(*candidates),
+                        format!(
+                            "{reason}; the chosen candidate was matched to another payment first, trying again"
+                        ),
+                        Some(plugin),
+                        true,
+                        false,
+                    )
+                }
                 Verdict::NoMatch {
                     reason,
                     candidates,

@@ -1,0 +1,1797 @@
+//! Matching scenarios (matching-rules.md) end to end through the library:
+//! feed files from `tests/fixtures/matching/` imported through sources
+//! configured like production (one payment source per scheme feed, one
+//! merchant source per merchant feed with `merchant = "<slug>"`), the real
+//! parser and matcher plugins (wasm, built from source), reference data
+//! onboarded through the store, a fresh PostgreSQL database per test, then
+//! `run_until_idle` and assertions on which external ids were paired.
+//!
+//! Matching selects candidates by ingestion time (the lookback window), so
+//! the fixtures' 2024 dates match today; the unmatched sweep compares the
+//! transaction date with an explicit `now`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use accord::config::Config;
+use accord::domain::MatchGroup;
+use accord::pipeline::matching::{self as engine, MatchStats};
+use accord::pipeline::{self, Context};
+use accord::store::matching::{LegRow, MatchBatch, Verdict};
+use accord::store::{
+    Card, Channel, Explanation, IdentifierType, ImportStatus, MatchFilter, MatchRow, MerchantMode,
+    NewMerchant, NewMid, PaymentFilter, PaymentRow, RedressError, SettingsPatch, Store,
+    TransactionFilter,
+};
+use chrono::{DateTime, TimeZone as _, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::support;
+
+/// The plugins a matching deployment runs: the scheme feeds, the merchant
+/// feeds and the matcher.
+const PLUGINS: &[&str] = &[
+    "visa-vop",
+    "amex",
+    "mastercard-auth",
+    "mastercard-tgx2",
+    "merchant-feeds",
+    "harmonia",
+];
+
+/// Merchant-side sources: (source name, merchant slug).
+const MERCHANT_SOURCES: &[(&str, &str)] = &[
+    ("iceland", "iceland-bonus-card"),
+    ("wasabi", "wasabi-club"),
+    ("itsu", "itsu"),
+    ("tgi-fridays", "tgi-fridays"),
+    ("stonegate", "stonegate"),
+    ("costa", "costa"),
+];
+
+const HARMONIA_REASON_WASABI: &str = "visa: auth-code → 2 candidates; time-window(180s) → 2 candidates; \
+     user-first-six-last-four → 1 candidate";
+
+/// Install every plugin of [`PLUGINS`] with its own manifest.
+fn install_plugins(dir: &Path) {
+    for p in PLUGINS {
+        support::install_example(dir, p);
+    }
+}
+
+fn fixture(path: &str) -> PathBuf {
+    support::workspace()
+        .join("tests/fixtures/matching")
+        .join(path)
+}
+
+/// Drops the test's database even when the test panics (on a thread of its
+/// own: `Drop` runs inside the test's runtime, which must not block on another).
+struct DropDb(Option<support::TestDb>);
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            let _ = std::thread::spawn(move || db.drop_blocking()).join();
+        }
+    }
+}
+
+/// One test's deployment: a database, the plugins, the production-like
+/// sources, and a pipeline context over them.
+struct World {
+    ctx: Context,
+    url: String,
+    plugins_dir: PathBuf,
+    config: Arc<Config>,
+    _dir: tempfile::TempDir,
+    // Last: dropped after the pools above are gone.
+    _db: DropDb,
+}
+
+impl World {
+    async fn start() -> World {
+        let db = support::TestDb::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let plugins_dir = dir.path().join("plugins");
+        install_plugins(&plugins_dir);
+
+        let payment = |name: &str, parser: &str, config: Value| json!({ "name": name, "side": "payment", "parser": parser, "config": config });
+        let mut sources = vec![
+            payment("visa-auth", "visa-vop", json!({ "feed": "auth" })),
+            payment(
+                "visa-settlement",
+                "visa-vop",
+                json!({ "feed": "settlement" }),
+            ),
+            payment("visa-refund", "visa-vop", json!({ "feed": "refund" })),
+            payment("amex-auth", "amex", json!({ "feed": "auth" })),
+            payment("amex-settlement", "amex", json!({ "feed": "settlement" })),
+            payment("mastercard-auth", "mastercard-auth", json!({})),
+            payment(
+                "mastercard-settlement",
+                "mastercard-tgx2",
+                json!({ "feed": "settlement" }),
+            ),
+            payment(
+                "mastercard-refund",
+                "mastercard-tgx2",
+                json!({ "feed": "refund" }),
+            ),
+        ];
+        for (name, slug) in MERCHANT_SOURCES {
+            sources.push(json!({
+                "name": name, "side": "merchant", "parser": "merchant-feeds",
+                "merchant": slug, "config": { "merchant": slug },
+            }));
+        }
+        let config = json!({
+            "database_url": db.url,
+            "data_dir": dir.path().join("data"),
+            "plugins_dir": plugins_dir,
+            "sources": sources,
+        });
+        let path = dir.path().join("accord.toml");
+        std::fs::write(&path, support::config_toml(&config)).unwrap();
+        let config = Arc::new(Config::load(Some(&path), Vec::new()).unwrap());
+        let url = db.url.clone();
+        let ctx = context(&url, &plugins_dir, config.clone()).await;
+        World {
+            ctx,
+            url,
+            plugins_dir,
+            config,
+            _dir: dir,
+            _db: DropDb(Some(db)),
+        }
+    }
+
+    /// Another deployment on the same database: its own pool and runtime
+    /// (a second daemon).
+    async fn second_context(&self) -> Context {
+        context(&self.url, &self.plugins_dir, self.config.clone()).await
+    }
+
+    fn store(&self) -> &Store {
+        &self.ctx.store
+    }
+
+    /// Import a fixture file through `source`; every record must be accepted.
+    async fn import(&self, source: &str, file: &str) -> i64 {
+        let bytes = std::fs::read(fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        self.import_bytes(source, file, bytes).await
+    }
+
+    async fn import_bytes(&self, source: &str, name: &str, bytes: Vec<u8>) -> i64 {
+        let outcome = pipeline::import_stream(
+            &self.ctx,
+            source,
+            Channel::Cli,
+            Some(name.to_owned()),
+            None,
+            u64::MAX,
+            futures::stream::iter([Ok(bytes::Bytes::from(bytes))]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("importing {name} into {source}: {e}"));
+        assert_eq!(outcome.status, ImportStatus::Parsed, "{name}: {outcome:?}");
+        let counts = outcome.counts.unwrap();
+        assert!(
+            counts.accepted > 0 && counts.rejected == 0,
+            "{name}: every record accepted: {outcome:?}"
+        );
+        outcome.import_id
+    }
+
+    async fn run(&self) -> MatchStats {
+        let stats = engine::run_until_idle(&self.ctx).await.unwrap();
+        assert_eq!(stats.decided.errors, 0, "no matcher errors: {stats:?}");
+        stats
+    }
+
+    async fn merchant(&self, slug: &str, settings: SettingsPatch) {
+        self.store()
+            .upsert_merchant(&NewMerchant {
+                slug: slug.into(),
+                name: slug.into(),
+                settings,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Onboard primary MIDs: (identifier, provider, merchant, location id).
+    async fn mids(&self, rows: &[(&str, &str, &str, Option<&str>)]) {
+        let rows: Vec<NewMid> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (identifier, provider, merchant, location))| NewMid {
+                line: i as u64 + 1,
+                identifier: (*identifier).into(),
+                identifier_type: IdentifierType::Primary,
+                provider: (*provider).into(),
+                merchant: (*merchant).into(),
+                location_id: location.map(str::to_owned),
+                merchant_internal_id: None,
+                location_name: None,
+                postcode: None,
+            })
+            .collect();
+        let outcome = self.store().import_mids(&rows).await.unwrap();
+        assert!(outcome.rejected.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.inserted, rows.len() as u64, "{outcome:?}");
+    }
+
+    /// Register cards: (token, first six, last four).
+    async fn cards(&self, cards: &[(&str, &str, &str)]) {
+        let cards: Vec<Card> = cards
+            .iter()
+            .map(|(token, f6, l4)| Card {
+                card_token: (*token).into(),
+                first_six: Some((*f6).into()),
+                last_four: Some((*l4).into()),
+                loyalty_id: Some(format!("loyalty-{token}")),
+                updated_at: None,
+            })
+            .collect();
+        self.store().upsert_cards(&cards).await.unwrap();
+    }
+
+    /// Stored transactions by id → `source:external_id`.
+    async fn names(&self) -> HashMap<i64, String> {
+        let mut out = HashMap::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store()
+                .list_transactions(&TransactionFilter {
+                    limit: Some(1000),
+                    cursor,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            for t in &page.items {
+                out.insert(t.id, format!("{}:{}", t.source, t.transaction.external_id));
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return out,
+            }
+        }
+    }
+
+    /// The id of the transaction `external_id` of `source`.
+    async fn tx(&self, source: &str, external_id: &str) -> i64 {
+        let wanted = format!("{source}:{external_id}");
+        self.names()
+            .await
+            .into_iter()
+            .find_map(|(id, name)| (name == wanted).then_some(id))
+            .unwrap_or_else(|| panic!("no transaction {wanted}"))
+    }
+
+    /// The id of the transaction of `source` whose extra `key` is `value`
+    /// (Stonegate's ids are hashes; its raw id is an extra).
+    async fn tx_with_extra(&self, source: &str, key: &str, value: &str) -> i64 {
+        self.store()
+            .list_transactions(&TransactionFilter {
+                source: Some(source.into()),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|t| {
+                t.transaction
+                    .extras
+                    .iter()
+                    .any(|(k, v)| k == key && v == value)
+            })
+            .unwrap_or_else(|| panic!("no {source} transaction with {key} = {value}"))
+            .id
+    }
+
+    async fn explain(&self, tx: i64) -> Explanation {
+        self.store()
+            .explain_transaction(tx)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no transaction {tx}"))
+    }
+
+    /// The payment transaction `tx` is a leg of.
+    async fn payment(&self, tx: i64) -> PaymentRow {
+        self.explain(tx)
+            .await
+            .payment
+            .unwrap_or_else(|| panic!("transaction {tx} has no payment"))
+    }
+
+    async fn matches(&self, merchant: &str) -> Vec<MatchRow> {
+        let mut items = self
+            .store()
+            .list_matches(&MatchFilter {
+                merchant: Some(merchant.into()),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items;
+        items.reverse();
+        items
+    }
+
+    /// A merchant's matches as (kind, payment-side `source:id`, merchant-side
+    /// `source:id`), sorted.
+    async fn pairs(&self, merchant: &str) -> Vec<(String, String, Option<String>)> {
+        let names = self.names().await;
+        let mut out: Vec<_> = self
+            .matches(merchant)
+            .await
+            .into_iter()
+            .map(|m| {
+                (
+                    m.kind,
+                    names[&m.payment_transaction_id].clone(),
+                    m.merchant_transaction_id.map(|t| names[&t].clone()),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    async fn payments(&self, merchant: Option<&str>, status: Option<&str>) -> Vec<PaymentRow> {
+        self.store()
+            .list_payments(&PaymentFilter {
+                merchant: merchant.map(str::to_owned),
+                status: status.map(str::to_owned),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.store().pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+async fn context(url: &str, plugins_dir: &Path, config: Arc<Config>) -> Context {
+    let store = Store::connect(url).await.unwrap();
+    let runtime = support::runtime(plugins_dir, &support::shared_cache_dir());
+    let report = tokio::task::spawn_blocking({
+        let runtime = runtime.clone();
+        move || runtime.rescan()
+    })
+    .await
+    .unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.loaded.len(), PLUGINS.len(), "{report:?}");
+    Context {
+        store,
+        runtime,
+        config,
+    }
+}
+
+fn match_mode() -> SettingsPatch {
+    SettingsPatch::default()
+}
+
+fn mode(mode: MerchantMode) -> SettingsPatch {
+    SettingsPatch {
+        mode: Some(mode),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+fn pair(kind: &str, payment: &str, merchant: Option<&str>) -> (String, String, Option<String>) {
+    (s(kind), s(payment), merchant.map(s))
+}
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, sec: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, sec).unwrap()
+}
+
+/// matching-rules.md §7.1: the primary filter (AC) keeps both Wasabi rows,
+/// T(180) keeps both (110 s apart), the cardholder's first six / last four
+/// from the card registry keep s1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasabi_visa_worked_example_refines_to_s1_by_the_registered_card() {
+    let w = World::start().await;
+    w.merchant("wasabi-club", match_mode()).await;
+    w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
+        .await;
+    w.cards(&[("tok-visa-5f3a91", "454321", "4821")]).await;
+    w.import("visa-auth", "wasabi/visa-auth.ndjson").await;
+    w.import("wasabi", "wasabi/wasabi.csv").await;
+
+    let stats = w.run().await;
+    assert_eq!(stats.decided.matched, 1, "{stats:?}");
+
+    assert_eq!(
+        w.pairs("wasabi-club").await,
+        [pair(
+            "matched",
+            "visa-auth:VFhOLVNZTlRILTAwMDE",
+            Some("wasabi:0000A0000000123456789")
+        )]
+    );
+    let visa = w.tx("visa-auth", "VFhOLVNZTlRILTAwMDE").await;
+    let e = w.explain(visa).await;
+    assert_eq!(e.stage, "matched");
+    let m = e.matched.as_ref().expect("the payment's match");
+    let plugin = m.plugin.as_ref().expect("the matcher that chose");
+    assert_eq!(
+        (plugin.name.as_str(), plugin.version.as_str()),
+        ("harmonia", "0.1.0")
+    );
+    assert_eq!(
+        plugin.sha256,
+        sha256_hex(&w.plugins_dir.join("harmonia.wasm"))
+    );
+    assert_eq!(m.reason, HARMONIA_REASON_WASABI);
+    assert_eq!((m.confidence, m.candidates), (Some(80), Some(2)));
+    assert_eq!(m.actor, "plugin:harmonia@0.1.0");
+    let history = e
+        .history
+        .iter()
+        .find(|h| h.stage == "matched")
+        .unwrap_or_else(|| panic!("a `matched` history entry: {:#?}", e.history));
+    assert!(
+        history.detail.contains("plugin:harmonia@0.1.0")
+            && history.detail.contains(HARMONIA_REASON_WASABI),
+        "{history:?}"
+    );
+    let p = e.payment.as_ref().unwrap();
+    assert_eq!(
+        (p.attempts, p.last_candidates, p.last_plugin.as_deref()),
+        (1, Some(2), Some("harmonia@0.1.0"))
+    );
+    assert_eq!(p.last_reason.as_deref(), Some(HARMONIA_REASON_WASABI));
+
+    // s1 knows its partner; s2 is still a candidate for a later payment.
+    let s1 = w
+        .explain(w.tx("wasabi", "0000A0000000123456789").await)
+        .await;
+    assert_eq!(s1.stage, "matched");
+    assert_eq!(
+        s1.matched.as_ref().map(|m| m.payment_transaction_id),
+        Some(visa)
+    );
+    let s2 = w
+        .explain(w.tx("wasabi", "0000A0000000123456791").await)
+        .await;
+    assert_eq!((s2.stage.as_str(), s2.matched.is_none()), ("pending", true));
+}
+
+/// Iceland × Mastercard: the auth (no auth code) and the TGX2 settlement of
+/// the same purchase collapse into one payment that takes the settlement's
+/// auth code; AC keeps both same-day rows with that code, T(60) the one 20 s
+/// away (confidence 90).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iceland_mastercard_ambiguity_resolved_by_the_time_window() {
+    let w = World::start().await;
+    w.merchant("iceland-bonus-card", match_mode()).await;
+    w.mids(&[("ICE-STORE-0457", "mastercard", "iceland-bonus-card", None)])
+        .await;
+    w.cards(&[("mc-token-ice-001", "512345", "0077")]).await;
+    w.import("mastercard-auth", "iceland/mastercard-auth.ndjson")
+        .await;
+    w.import("mastercard-settlement", "iceland/mastercard-settlement.txt")
+        .await;
+    w.import("iceland", "iceland/iceland.csv").await;
+
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.staged.payments_created, stats.staged.payments_settled),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        w.pairs("iceland-bonus-card").await,
+        [pair(
+            "matched",
+            "mastercard-settlement:A1B2C3D4E_20240309",
+            Some("iceland:ICE-MC-0001")
+        )]
+    );
+    let auth = w.tx("mastercard-auth", "A1B2C3D4E_20240309").await;
+    let e = w.explain(auth).await;
+    let legs: Vec<&str> = e.legs.iter().map(|l| l.action.as_str()).collect();
+    assert_eq!(legs, ["created", "settled"]);
+    let p = e.payment.unwrap();
+    assert_eq!(
+        p.auth_code.as_deref(),
+        Some("731904"),
+        "filled from the settlement"
+    );
+    let m = e.matched.unwrap();
+    assert_eq!(
+        m.reason,
+        "mastercard: auth-code → 2 candidates; time-window(60s) → 1 candidate"
+    );
+    assert_eq!((m.confidence, m.candidates), (Some(90), Some(2)));
+    let other = w.explain(w.tx("iceland", "ICE-MC-0002").await).await;
+    assert_eq!(other.stage, "pending");
+}
+
+/// Stonegate × Visa without an auth code: AC0 sets no time condition, so
+/// both rows at the location (on different days) stay; the cardholder's last
+/// four decides. The store id is expanded to the location's MIDs (every
+/// provider); an unknown location leaves a record that can never match; an
+/// unregistered card leaves the ambiguity unresolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stonegate_visa_without_auth_code_resolved_by_user_last_four() {
+    let w = World::start().await;
+    w.merchant("stonegate", match_mode()).await;
+    w.mids(&[
+        ("SG-CAID-0981", "visa", "stonegate", Some("SG-LOC-0981")),
+        ("SG-MC-0981", "mastercard", "stonegate", Some("SG-LOC-0981")),
+        ("SG-CAID-0982", "visa", "stonegate", Some("SG-LOC-0982")),
+    ])
+    .await;
+    w.cards(&[("tok-sg-4821", "454321", "4821")]).await;
+    w.import("stonegate", "stonegate/stonegate.ndjson").await;
+    w.import("visa-auth", "stonegate/visa-auth.ndjson").await;
+    w.run().await;
+
+    // The §5 example's id (merchant-feeds.md test vector).
+    let example = "7daa2816921b7313dee3aab14819f069e2d98ef84c2ec68f881b7ddf408136ab";
+    assert_eq!(
+        w.pairs("stonegate").await,
+        [pair(
+            "matched",
+            "visa-auth:U0ctVklTQS0wMDE",
+            Some(&format!("stonegate:{example}"))
+        )]
+    );
+    let e = w.explain(w.tx("stonegate", example).await).await;
+    assert_eq!(
+        e.scheme.as_ref().unwrap().mids,
+        ["SG-CAID-0981", "SG-MC-0981"]
+    );
+    let m = e.matched.unwrap();
+    assert_eq!(
+        m.reason,
+        "visa: auth-code-or-nothing(no code: no time condition) → 2 candidates; user-last-four → 1 candidate"
+    );
+    assert_eq!((m.confidence, m.candidates), (Some(80), Some(2)));
+
+    // Unknown store id: stored with no MIDs, never a candidate (the 24.50
+    // payment above saw two candidates, not three).
+    let lost = w
+        .explain(
+            w.tx_with_extra("stonegate", "transaction_id", "SG-POS-000993")
+                .await,
+        )
+        .await;
+    let scheme = lost.scheme.unwrap();
+    assert!(scheme.mids.is_empty(), "{scheme:?}");
+    assert_eq!(scheme.status, "pending");
+
+    // No cardholder: the user fallback is not applicable, no match.
+    let p = w.payment(w.tx("visa-auth", "U0ctVklTQS0wMDI").await).await;
+    assert_eq!((p.status.as_str(), p.last_candidates), ("pending", Some(2)));
+    assert_eq!(
+        p.last_reason.as_deref(),
+        Some(
+            "visa: auth-code-or-nothing(no code: no time condition) → 2 candidates; \
+             user-last-four → n/a (no cardholder); ambiguous after fallbacks user-last-four"
+        )
+    );
+    for raw in ["SG-POS-000990", "SG-POS-000991", "SG-POS-000992"] {
+        let tx = w.tx_with_extra("stonegate", "transaction_id", raw).await;
+        assert_eq!(w.explain(tx).await.stage, "pending", "{raw}");
+    }
+}
+
+/// Itsu × Visa with an auth code: AC0 keeps the two same-code rows of the
+/// day (a third row with another code goes), the cardholder's last four
+/// picks one. Itsu rows carry a store id, expanded to the location's MIDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn itsu_visa_same_code_resolved_by_user_last_four() {
+    let w = World::start().await;
+    w.merchant("itsu", match_mode()).await;
+    w.mids(&[
+        ("ITSU-CAID-17", "visa", "itsu", Some("17")),
+        ("9449001717", "amex", "itsu", Some("17")),
+    ])
+    .await;
+    w.cards(&[("tok-itsu-4821", "475129", "4821")]).await;
+    w.import("visa-auth", "itsu/visa-auth.ndjson").await;
+    w.import("itsu", "itsu/itsu.csv").await;
+    w.run().await;
+
+    assert_eq!(
+        w.pairs("itsu").await,
+        [pair(
+            "matched",
+            "visa-auth:SVRTVS1WSVNBLTAwMQ",
+            Some("itsu:017/007/48213")
+        )]
+    );
+    let e = w.explain(w.tx("itsu", "017/007/48213").await).await;
+    assert_eq!(
+        e.scheme.as_ref().unwrap().mids,
+        ["9449001717", "ITSU-CAID-17"]
+    );
+    let m = e.matched.unwrap();
+    assert_eq!(
+        m.reason,
+        "visa: auth-code-or-nothing → 2 candidates; user-last-four → 1 candidate"
+    );
+    assert_eq!((m.confidence, m.candidates), (Some(80), Some(3)));
+    for other in ["017/007/48216", "017/007/48217"] {
+        assert_eq!(
+            w.explain(w.tx("itsu", other).await).await.stage,
+            "pending",
+            "{other}"
+        );
+    }
+}
+
+/// matching-rules.md §7: Itsu has no Amex rule. The Amex payment has its
+/// candidate, the matcher refuses, the payment stays pending saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn itsu_amex_is_unsupported_and_stays_pending_with_the_reason() {
+    let w = World::start().await;
+    w.merchant("itsu", match_mode()).await;
+    w.mids(&[
+        ("ITSU-CAID-17", "visa", "itsu", Some("17")),
+        ("9449001717", "amex", "itsu", Some("17")),
+    ])
+    .await;
+    w.cards(&[("amx-itsu-1007", "374245", "1007")]).await;
+    w.import("amex-settlement", "itsu/amex-settlement.json")
+        .await;
+    w.import("itsu", "itsu/itsu.csv").await;
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.decided.matched, stats.decided.unmatched),
+        (0, 1),
+        "{stats:?}"
+    );
+
+    let e = w
+        .explain(w.tx("amex-settlement", "SVRTVS1BTUVYLTAwMQ").await)
+        .await;
+    assert_eq!(e.stage, "pending");
+    assert!(e.matched.is_none());
+    let p = e.payment.unwrap();
+    assert_eq!(
+        (p.first_six.as_deref(), p.last_four.as_deref()),
+        (Some("374245"), Some("1007"))
+    );
+    assert_eq!(
+        p.last_reason.as_deref(),
+        Some("amex not supported for itsu")
+    );
+    assert_eq!(
+        (p.last_candidates, p.last_plugin.as_deref()),
+        (Some(1), Some("harmonia@0.1.0"))
+    );
+    assert_eq!(
+        w.explain(w.tx("itsu", "018/001/00001").await).await.stage,
+        "pending"
+    );
+    assert!(w.matches("itsu").await.is_empty());
+}
+
+/// matching-rules.md §3 (Visa: same VipTransactionId → same settlement
+/// key): auth and settlement of one purchase are one payment carrying the
+/// settled amount; a settlement arriving after its auth was matched is
+/// recorded (`ignored`) and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costa_visa_auth_and_settlement_collapse_and_a_late_settlement_is_ignored() {
+    let w = World::start().await;
+    w.merchant("costa", match_mode()).await;
+    w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
+    w.cards(&[("tok-costa-1", "454321", "4821")]).await;
+    w.import("visa-auth", "costa/visa-auth.ndjson").await;
+    w.import("visa-settlement", "costa/visa-settlement.json")
+        .await;
+    w.import("costa", "costa/costa.json").await;
+    let stats = w.run().await;
+    assert_eq!(
+        (
+            stats.staged.payments_created,
+            stats.staged.payments_settled,
+            stats.staged.legs_ignored
+        ),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+
+    let auth1 = w.tx("visa-auth", "Q09TVEEtVklTQS0wMDE").await;
+    let settled1 = w.tx("visa-settlement", "Q09TVEEtVklTQS0wMDE").await;
+    let auth2 = w.tx("visa-auth", "Q09TVEEtVklTQS0wMDI").await;
+    // The settled amount (25.00) wins over the auth's (24.50): the 25.00
+    // record is the partner, the 24.50 one with the same code stays.
+    assert_eq!(
+        w.pairs("costa").await,
+        [
+            pair(
+                "matched",
+                "visa-auth:Q09TVEEtVklTQS0wMDI",
+                Some("costa:COSTA-TX-2024-000502")
+            ),
+            pair(
+                "matched",
+                "visa-settlement:Q09TVEEtVklTQS0wMDE",
+                Some("costa:COSTA-TX-2024-000501")
+            ),
+        ]
+    );
+    let e = w.explain(auth1).await;
+    let p1 = e.payment.clone().unwrap();
+    assert_eq!(
+        (p1.amount_minor, p1.kind.as_str(), p1.transaction_id),
+        (2500, "settlement", settled1)
+    );
+    let key = hex::encode(Sha256::digest(b"visa.Q09TVEEtVklTQS0wMDE"));
+    assert_eq!(p1.settlement_key, Some(key));
+    let legs: Vec<(i64, &str)> = e
+        .legs
+        .iter()
+        .map(|l| (l.transaction_id, l.action.as_str()))
+        .collect();
+    assert_eq!(legs, [(auth1, "created"), (settled1, "settled")]);
+    assert_eq!(w.explain(settled1).await.payment.unwrap().id, p1.id);
+    assert_eq!(
+        w.explain(w.tx("costa", "COSTA-TX-2024-000500").await)
+            .await
+            .stage,
+        "pending"
+    );
+
+    // The second purchase's settlement arrives after its auth was matched.
+    w.import("visa-settlement", "costa/visa-settlement-late.json")
+        .await;
+    let stats = w.run().await;
+    assert_eq!(
+        (
+            stats.staged.payments_created,
+            stats.staged.payments_settled,
+            stats.staged.legs_ignored
+        ),
+        (0, 0, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.claimed, 0, "{stats:?}");
+    let late = w.tx("visa-settlement", "Q09TVEEtVklTQS0wMDI").await;
+    let e = w.explain(late).await;
+    let leg: &LegRow = e.leg.as_ref().unwrap();
+    let p2 = e.payment.clone().unwrap();
+    assert_eq!(
+        (leg.action.as_str(), leg.payment_id, leg.note.as_deref()),
+        (
+            "ignored",
+            Some(p2.id),
+            Some("settlement for a payment already matched")
+        )
+    );
+    assert_eq!(
+        (p2.transaction_id, p2.amount_minor, p2.status.as_str()),
+        (auth2, 385, "matched")
+    );
+    assert_eq!(w.payments(Some("costa"), None).await.len(), 2);
+    assert_eq!(w.matches("costa").await.len(), 2);
+    assert_eq!(w.count("SELECT count(*) FROM payments").await, 2);
+}
+
+/// Late merchant data: the payment waits with no candidates; the merchant
+/// file arriving later flags it, and it matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tgi_fridays_merchant_file_after_the_payment_matches_on_the_next_run() {
+    let w = World::start().await;
+    w.merchant("tgi-fridays", match_mode()).await;
+    w.mids(&[("TGIMID-0042", "visa", "tgi-fridays", None)])
+        .await;
+    w.cards(&[("tok-tgi-1", "454321", "4821")]).await;
+    w.import("visa-auth", "tgi-fridays/visa-auth.ndjson").await;
+    w.run().await;
+
+    let visa = w.tx("visa-auth", "VEdJLVZJU0EtMDAx").await;
+    let p = w.payment(visa).await;
+    assert_eq!(
+        (p.status.as_str(), p.attempts, p.last_candidates),
+        ("pending", 1, Some(0))
+    );
+    assert!(
+        p.last_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("no candidates"),
+        "{p:?}"
+    );
+    assert!(w.matches("tgi-fridays").await.is_empty());
+
+    w.import("tgi-fridays", "tgi-fridays/tgi-fridays.csv").await;
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.staged.payments_flagged, stats.decided.matched),
+        (1, 1),
+        "{stats:?}"
+    );
+    // merchant-feeds.md §4 test vector: 21.50 + 3.00 gratuity = 24.50.
+    let tgi = "1a211a2509bb9fb3d125c7a5af4dff38460df5c4e1152694e72426c66f7675c5";
+    assert_eq!(
+        w.pairs("tgi-fridays").await,
+        [pair(
+            "matched",
+            "visa-auth:VEdJLVZJU0EtMDAx",
+            Some(&format!("tgi-fridays:{tgi}"))
+        )]
+    );
+    let m = w.explain(visa).await.matched.unwrap();
+    assert_eq!(m.reason, "visa: auth-code-or-nothing → 1 candidate");
+    assert_eq!(m.confidence, Some(100));
+    assert_eq!(w.payment(visa).await.attempts, 2);
+}
+
+/// Refunds are streamed, never matched: neither the payment-side refunds
+/// (Visa, Mastercard) nor the merchant's negative rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_are_streamed_never_matched() {
+    let w = World::start().await;
+    w.merchant("iceland-bonus-card", match_mode()).await;
+    w.mids(&[
+        ("ICE-STORE-0457", "visa", "iceland-bonus-card", None),
+        ("ICE-STORE-0457", "mastercard", "iceland-bonus-card", None),
+    ])
+    .await;
+    w.cards(&[
+        ("tok-visa-5f3a91", "454321", "4821"),
+        ("mc-token-ice-001", "512345", "0077"),
+    ])
+    .await;
+    w.import("iceland", "refunds/iceland.csv").await;
+    w.import("visa-refund", "refunds/visa-refund.ndjson").await;
+    w.import("mastercard-refund", "refunds/mastercard-refund.txt")
+        .await;
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.claimed, stats.staged.scheme_refunds),
+        (0, 2),
+        "{stats:?}"
+    );
+
+    assert_eq!(
+        w.pairs("iceland-bonus-card").await,
+        [
+            pair("streamed", "mastercard-refund:R1B2C3D4E_20240310", None),
+            pair("streamed", "visa-refund:UkVGLVNZTlRILTAwMDI", None),
+        ]
+    );
+    for m in w.matches("iceland-bonus-card").await {
+        assert_eq!(
+            (m.reason.as_str(), m.actor.as_str(), m.scheme_id, m.plugin),
+            ("refunds are streamed, never matched", "accord", None, None)
+        );
+    }
+    for p in w.payments(Some("iceland-bonus-card"), None).await {
+        assert_eq!(
+            (p.status.as_str(), p.kind.as_str(), p.amount_minor),
+            ("streamed", "refund", -2450)
+        );
+    }
+    for id in ["ICE-RF-0001", "ICE-RF-0002"] {
+        let e = w.explain(w.tx("iceland", id).await).await;
+        assert_eq!(
+            (e.stage.as_str(), e.matched.is_none()),
+            ("refund", true),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        w.count("SELECT count(*) FROM matches WHERE scheme_id IS NOT NULL")
+            .await,
+        0
+    );
+}
+
+/// A spot merchant: every identified payment is a SPOTTED match; an Amex
+/// auth never becomes a payment, its settlement does (payment-feeds.md §2.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_merchant_spots_payments_and_ignores_amex_auths() {
+    let w = World::start().await;
+    w.merchant("the-works", mode(MerchantMode::Spot)).await;
+    w.mids(&[
+        ("WORKS-CAID-1", "visa", "the-works", None),
+        ("9449001234", "amex", "the-works", None),
+    ])
+    .await;
+    w.import("visa-auth", "spot/visa-auth.ndjson").await;
+    w.import("amex-auth", "spot/amex-auth.ndjson").await;
+    w.import("amex-settlement", "spot/amex-settlement.json")
+        .await;
+    let stats = w.run().await;
+    assert_eq!(stats.claimed, 0, "nothing for a matcher: {stats:?}");
+
+    assert_eq!(
+        w.pairs("the-works").await,
+        [
+            pair("spotted", "amex-settlement:QU1YLVNZTlRILTAwMDM", None),
+            pair("spotted", "visa-auth:V09SS1MtVklTQS0wMDE", None),
+        ]
+    );
+    for m in w.matches("the-works").await {
+        assert_eq!(
+            (m.reason.as_str(), m.actor.as_str()),
+            (
+                "spot merchant: every identified payment is a match",
+                "accord"
+            )
+        );
+    }
+    let e = w
+        .explain(w.tx("amex-auth", "QU1YLVNZTlRILTAwMDM").await)
+        .await;
+    assert_eq!((e.stage.as_str(), e.payment.is_none()), ("ignored", true));
+    let leg = e.leg.unwrap();
+    assert_eq!(
+        (leg.action.as_str(), leg.payment_id, leg.note.as_deref()),
+        (
+            "ignored",
+            None,
+            Some("Amex authorisation of a spot merchant: the settlement stands for the purchase")
+        )
+    );
+    let p = w
+        .payment(w.tx("amex-settlement", "QU1YLVNZTlRILTAwMDM").await)
+        .await;
+    assert_eq!(
+        (
+            p.status.as_str(),
+            p.amount_minor,
+            p.first_six.as_deref(),
+            p.last_four.as_deref()
+        ),
+        ("spotted", 2450, Some("374245"), Some("1007"))
+    );
+    assert_eq!(w.payments(Some("the-works"), None).await.len(), 2);
+}
+
+/// A stream merchant: payments go straight on (`streamed`), Amex auths
+/// are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_merchant_streams_payments() {
+    let w = World::start().await;
+    w.merchant("squaremeal", mode(MerchantMode::Stream)).await;
+    w.mids(&[
+        ("SQM-CAID-1", "visa", "squaremeal", None),
+        ("SQM-MC-1", "mastercard", "squaremeal", None),
+        ("9449007777", "amex", "squaremeal", None),
+    ])
+    .await;
+    w.import("visa-auth", "stream/visa-auth.ndjson").await;
+    w.import("mastercard-auth", "stream/mastercard-auth.ndjson")
+        .await;
+    w.import("amex-auth", "stream/amex-auth.ndjson").await;
+    let stats = w.run().await;
+    assert_eq!(stats.claimed, 0, "{stats:?}");
+
+    assert_eq!(
+        w.pairs("squaremeal").await,
+        [
+            pair("streamed", "mastercard-auth:SQM000001_20240309", None),
+            pair("streamed", "visa-auth:U1FNLVZJU0EtMDAx", None),
+        ]
+    );
+    for m in w.matches("squaremeal").await {
+        assert_eq!(m.reason, "stream merchant: straight on to routing");
+    }
+    let statuses: Vec<String> = w
+        .payments(Some("squaremeal"), None)
+        .await
+        .into_iter()
+        .map(|p| p.status)
+        .collect();
+    assert_eq!(statuses, ["streamed", "streamed"]);
+    let e = w.explain(w.tx("amex-auth", "U1FNLUFNRVgtMDAx").await).await;
+    assert_eq!(e.stage, "ignored");
+    assert_eq!(
+        e.leg.unwrap().note.as_deref(),
+        Some("Amex authorisation of a stream merchant: the settlement stands for the purchase")
+    );
+}
+
+/// A payment whose MID nobody registered is kept, visibly unidentified;
+/// onboarding the MID later identifies and matches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unidentified_payment_is_identified_and_matched_once_its_mid_is_onboarded() {
+    let w = World::start().await;
+    w.merchant("wasabi-club", match_mode()).await;
+    w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
+        .await;
+    w.cards(&[("tok-visa-5f3a91", "454321", "4821")]).await;
+    w.import("visa-auth", "unidentified/visa-auth.ndjson").await;
+    w.import("wasabi", "unidentified/wasabi.csv").await;
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.staged.unidentified, stats.claimed),
+        (1, 0),
+        "{stats:?}"
+    );
+
+    let visa = w.tx("visa-auth", "VU5JRC1WSVNBLTAwMQ").await;
+    let unidentified = w.payments(None, Some("unidentified")).await;
+    assert_eq!(unidentified.len(), 1);
+    let p = &unidentified[0];
+    assert_eq!(
+        (
+            p.transaction_id,
+            p.merchant.as_deref(),
+            p.mid.as_str(),
+            p.note.as_deref()
+        ),
+        (visa, None, "WAS-EFT-40404", Some("no registered MID"))
+    );
+    // The merchant's record is assigned by its source, and waits.
+    assert_eq!(
+        w.explain(w.tx("wasabi", "0000A0000000404040404").await)
+            .await
+            .stage,
+        "pending"
+    );
+
+    w.mids(&[("WAS-EFT-40404", "visa", "wasabi-club", None)])
+        .await;
+    let stats = w.run().await;
+    assert_eq!(
+        (
+            stats.reidentified.payments_identified,
+            stats.decided.matched
+        ),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        w.pairs("wasabi-club").await,
+        [pair(
+            "matched",
+            "visa-auth:VU5JRC1WSVNBLTAwMQ",
+            Some("wasabi:0000A0000000404040404")
+        )]
+    );
+    let p = w.payment(visa).await;
+    assert_eq!(
+        (p.merchant.as_deref(), p.note.as_deref()),
+        (Some("wasabi-club"), None)
+    );
+    assert!(w.payments(None, Some("unidentified")).await.is_empty());
+}
+
+/// The unmatched sweep: a merchant with `unmatched_after_days = 2` turns a
+/// pending payment UNMATCHED once its date is before the start of
+/// (today − 2 days); matched payments and merchants without the setting
+/// are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_sweep_after_the_merchants_days() {
+    let w = World::start().await;
+    w.merchant(
+        "stonegate",
+        SettingsPatch {
+            unmatched_after_days: Some(Some(2)),
+            ..Default::default()
+        },
+    )
+    .await;
+    w.merchant("wasabi-club", match_mode()).await;
+    w.mids(&[
+        ("SG-CAID-0981", "visa", "stonegate", Some("SG-LOC-0981")),
+        ("WAS-EFT-31337", "visa", "wasabi-club", None),
+    ])
+    .await;
+    w.cards(&[
+        ("tok-sg-4821", "454321", "4821"),
+        ("tok-visa-5f3a91", "454321", "4821"),
+    ])
+    .await;
+    w.import("visa-auth", "sweep/visa-auth.ndjson").await;
+    w.import("stonegate", "sweep/stonegate.ndjson").await;
+    // Stage and match only: run_until_idle would sweep with the real clock.
+    let mut stats = MatchStats::default();
+    engine::stage_pending(&w.ctx, &mut stats).await.unwrap();
+    engine::match_pending(&w.ctx, &mut stats).await.unwrap();
+    assert_eq!(stats.decided.matched, 1, "{stats:?}");
+
+    let matched = w.tx("visa-auth", "U1dFRVAtVklTQS0wMDE").await;
+    let old = w.tx("visa-auth", "U1dFRVAtVklTQS0wMDI").await;
+    let wasabi = w.tx("visa-auth", "U1dFRVAtVklTQS0wMDM").await;
+    assert_eq!(w.payment(old).await.status, "pending");
+
+    // Dated 2024-03-09 18:50: not before the start of 2024-03-11 − 2 days.
+    let swept = w
+        .store()
+        .sweep_unmatched(at(2024, 3, 11, 23, 59, 59), 1000)
+        .await
+        .unwrap();
+    assert_eq!(swept, 0);
+    assert_eq!(w.payment(old).await.status, "pending");
+
+    let swept = w
+        .store()
+        .sweep_unmatched(at(2024, 3, 12, 0, 0, 0), 1000)
+        .await
+        .unwrap();
+    assert_eq!(swept, 1);
+    let e = w.explain(old).await;
+    assert_eq!(e.stage, "unmatched");
+    let m = e.matched.unwrap();
+    assert_eq!(
+        (
+            m.kind.as_str(),
+            m.reason.as_str(),
+            m.actor.as_str(),
+            m.scheme_id
+        ),
+        (
+            "unmatched",
+            "no partner within 2 days of the transaction date",
+            "accord",
+            None
+        )
+    );
+    assert_eq!(w.payment(matched).await.status, "matched");
+    assert_eq!(
+        w.payment(wasabi).await.status,
+        "pending",
+        "wasabi has no unmatched_after_days"
+    );
+    assert_eq!(
+        w.store()
+            .sweep_unmatched(at(2030, 1, 1, 0, 0, 0), 1000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        w.pairs("stonegate").await,
+        [
+            pair(
+                "matched",
+                "visa-auth:U1dFRVAtVklTQS0wMDE",
+                Some("stonegate:7daa2816921b7313dee3aab14819f069e2d98ef84c2ec68f881b7ddf408136ab")
+            ),
+            pair("unmatched", "visa-auth:U1dFRVAtVklTQS0wMDI", None),
+        ]
+    );
+}
+
+/// Tolerance and review: with a 5p tolerance an inexact candidate is
+/// selected; a time-window decision on it (confidence 90, less harmonia's 30
+/// for an inexact amount) under an auto-confirm threshold of 100 opens a
+/// review. Confirmed → a match by the reviewer;
+/// rejected → pending again, and that candidate is never offered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tolerance_and_review_confirm_and_reject() {
+    let w = World::start().await;
+    w.merchant(
+        "costa",
+        SettingsPatch {
+            tolerance_minor: Some(5),
+            auto_confirm_confidence: Some(100),
+            ..Default::default()
+        },
+    )
+    .await;
+    w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
+    w.cards(&[("tok-costa-1", "454321", "4821")]).await;
+    w.import("visa-auth", "review/visa-auth.ndjson").await;
+    w.import("costa", "review/costa.json").await;
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.decided.reviews, stats.decided.matched),
+        (2, 0),
+        "{stats:?}"
+    );
+    assert!(w.matches("costa").await.is_empty());
+
+    let names = w.names().await;
+    let open = w
+        .store()
+        .list_reviews(Some("open"), None, None)
+        .await
+        .unwrap()
+        .items;
+    let mut offered: Vec<(String, String, i16, i32)> = open
+        .iter()
+        .map(|r| {
+            (
+                names[&r.payment_transaction_id].clone(),
+                names[&r.merchant_transaction_id].clone(),
+                r.confidence,
+                r.candidates,
+            )
+        })
+        .collect();
+    offered.sort();
+    // 24.52 is within 5p of 24.50 and chosen by the time window (90, less
+    // 30 for the inexact amount); 24.56 is not a candidate.
+    assert_eq!(
+        offered,
+        [
+            (
+                s("visa-auth:UkVWLVZJU0EtMDAx"),
+                s("costa:COSTA-TX-R-11"),
+                60,
+                2
+            ),
+            (
+                s("visa-auth:UkVWLVZJU0EtMDAy"),
+                s("costa:COSTA-TX-R-21"),
+                60,
+                2
+            ),
+        ]
+    );
+    let p1 = w.tx("visa-auth", "UkVWLVZJU0EtMDAx").await;
+    let p2 = w.tx("visa-auth", "UkVWLVZJU0EtMDAy").await;
+    let review_of = |tx: i64| {
+        open.iter()
+            .find(|r| r.payment_transaction_id == tx)
+            .unwrap()
+            .clone()
+    };
+    let (r1, r2) = (review_of(p1), review_of(p2));
+    let r1_reason = "visa: auth-code → 2 candidates; time-window(60s) → 1 candidate; \
+         amount differs by 2 minor units (within tolerance)";
+    assert_eq!(r1.reason, r1_reason);
+    assert_eq!(
+        (r1.plugin.name.as_str(), r1.plugin.version.as_str()),
+        ("harmonia", "0.1.0")
+    );
+    let payment1 = w.payment(p1).await;
+    assert_eq!(payment1.status, "review");
+    assert!(
+        payment1
+            .last_reason
+            .as_deref()
+            .unwrap()
+            .ends_with("confidence 60 is below the auto-confirm threshold: sent to review"),
+        "{payment1:?}"
+    );
+
+    // Confirm: a match, by the reviewer.
+    let confirmed = w
+        .store()
+        .decide_review(r1.id, true, "api:ops", Some("receipt checked"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            confirmed.status.as_str(),
+            confirmed.decided_by.as_deref(),
+            confirmed.note.as_deref()
+        ),
+        ("confirmed", Some("api:ops"), Some("receipt checked"))
+    );
+    let m = w.explain(p1).await.matched.unwrap();
+    assert_eq!(
+        (
+            m.kind.as_str(),
+            m.actor.as_str(),
+            m.confidence,
+            m.candidates
+        ),
+        ("matched", "api:ops", Some(60), Some(2))
+    );
+    assert_eq!(m.reason, format!("{r1_reason} (confirmed by api:ops)"));
+    assert_eq!(m.plugin.map(|p| p.name), Some(s("harmonia")));
+    assert_eq!(w.payment(p1).await.status, "matched");
+    assert_eq!(
+        w.explain(w.tx("costa", "COSTA-TX-R-11").await).await.stage,
+        "matched"
+    );
+    assert_eq!(
+        w.explain(w.tx("costa", "COSTA-TX-R-12").await).await.stage,
+        "pending"
+    );
+
+    // Reject: pending again at once; a decided review cannot be decided again.
+    let rejected = w
+        .store()
+        .decide_review(r2.id, false, "api:ops", Some("wrong basket"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rejected.status, "rejected");
+    assert_eq!(w.payment(p2).await.status, "pending");
+    let again = w
+        .store()
+        .decide_review(r2.id, true, "api:ops", None)
+        .await
+        .unwrap();
+    assert!(matches!(again, Err(RedressError::Conflict(_))), "{again:?}");
+
+    // The next run never offers R-21 again: R-22 is the only candidate left.
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.decided.matched, stats.decided.reviews),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        w.pairs("costa").await,
+        [
+            pair(
+                "matched",
+                "visa-auth:UkVWLVZJU0EtMDAx",
+                Some("costa:COSTA-TX-R-11")
+            ),
+            pair(
+                "matched",
+                "visa-auth:UkVWLVZJU0EtMDAy",
+                Some("costa:COSTA-TX-R-22")
+            ),
+        ]
+    );
+    let e = w.explain(p2).await;
+    let m = e.matched.unwrap();
+    assert_eq!(
+        (m.reason.as_str(), m.confidence, m.candidates),
+        ("visa: auth-code → 1 candidate", Some(100), Some(1))
+    );
+    let reviews: Vec<(&str, i64)> = e
+        .reviews
+        .iter()
+        .map(|r| (r.status.as_str(), r.scheme_id))
+        .collect();
+    assert_eq!(reviews, [("rejected", r2.scheme_id)]);
+    assert_eq!(
+        w.explain(w.tx("costa", "COSTA-TX-R-21").await).await.stage,
+        "pending"
+    );
+    assert!(
+        w.store()
+            .list_reviews(Some("open"), None, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+/// Two payments of one batch choose the same record, one confidently (a
+/// match), one below the auto-confirm threshold (a review): the review must
+/// not be opened on a record that is already matched; that payment tries
+/// again with what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_review_is_opened_on_a_record_matched_in_the_same_batch() {
+    let w = World::start().await;
+    w.merchant(
+        "costa",
+        SettingsPatch {
+            tolerance_minor: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
+    w.cards(&[("tok-costa-1", "454321", "4821")]).await;
+    w.import("visa-auth", "review-race/visa-auth.ndjson").await;
+    w.import("costa", "review-race/costa.json").await;
+    // 24.50 sees only RACE-1 (24.50): a match at 100. 24.52 sees RACE-1 and
+    // RACE-2 (24.54); T(60) picks RACE-1 at 90 − 30 (inexact): below the
+    // default 80, a review — but RACE-1 is taken in the same batch. Tried
+    // again, 24.52 sees only RACE-2: 100 − 30, a review on RACE-2.
+    let stats = w.run().await;
+    assert_eq!(
+        (
+            stats.decided.matched,
+            stats.decided.lost,
+            stats.decided.reviews
+        ),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        w.pairs("costa").await,
+        [pair(
+            "matched",
+            "visa-auth:UkFDRS1WSVNBLTAwMQ",
+            Some("costa:COSTA-TX-RACE-1")
+        )]
+    );
+    let names = w.names().await;
+    let open: Vec<(String, String, i16, String)> = w
+        .store()
+        .list_reviews(Some("open"), None, None)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| {
+            (
+                names[&r.payment_transaction_id].clone(),
+                names[&r.merchant_transaction_id].clone(),
+                r.confidence,
+                r.reason,
+            )
+        })
+        .collect();
+    assert_eq!(
+        open,
+        [(
+            s("visa-auth:UkFDRS1WSVNBLTAwMg"),
+            s("costa:COSTA-TX-RACE-2"),
+            70,
+            s("visa: auth-code → 1 candidate; amount differs by 2 minor units (within tolerance)")
+        )]
+    );
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM reviews r JOIN scheme_transactions s ON s.id = r.scheme_id \
+             WHERE r.status = 'open' AND s.status <> 'pending'"
+        )
+        .await,
+        0,
+        "no open review on a matched record"
+    );
+    let p = w
+        .payment(w.tx("visa-auth", "UkFDRS1WSVNBLTAwMg").await)
+        .await;
+    assert_eq!((p.status.as_str(), p.attempts), ("review", 2));
+}
+
+/// Force match (matching-rules.md §10): a person pairs two transactions no
+/// rule would; recorded as `forced` with the reason and the actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_match_is_recorded_with_reason_and_actor() {
+    let w = World::start().await;
+    w.merchant("wasabi-club", match_mode()).await;
+    w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
+        .await;
+    w.import("visa-auth", "force/visa-auth.ndjson").await;
+    w.import("wasabi", "force/wasabi.csv").await;
+    w.run().await;
+    let visa = w.tx("visa-auth", "Rk9SQ0UtVklTQS0wMDE").await;
+    let receipt = w.tx("wasabi", "0000A0000000700000001").await;
+    let p = w.payment(visa).await;
+    assert_eq!((p.status.as_str(), p.last_candidates), ("pending", Some(0)));
+
+    // A payment-side transaction is not a merchant record.
+    let wrong = w
+        .store()
+        .force_match(visa, visa, "typo", "api:ops")
+        .await
+        .unwrap();
+    assert!(matches!(wrong, Err(RedressError::NotFound(_))), "{wrong:?}");
+
+    let reason = "till receipt 700000001 shows this card; amount keyed wrongly";
+    let m = w
+        .store()
+        .force_match(visa, receipt, reason, "api:ops")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            m.kind.as_str(),
+            m.reason.as_str(),
+            m.actor.as_str(),
+            m.plugin.as_ref(),
+            m.confidence
+        ),
+        ("forced", reason, "api:ops", None, None)
+    );
+    assert_eq!(
+        (m.payment_transaction_id, m.merchant_transaction_id),
+        (visa, Some(receipt))
+    );
+    assert_eq!(
+        w.pairs("wasabi-club").await,
+        [pair(
+            "forced",
+            "visa-auth:Rk9SQ0UtVklTQS0wMDE",
+            Some("wasabi:0000A0000000700000001")
+        )]
+    );
+    assert_eq!(w.payment(visa).await.status, "forced");
+    let e = w.explain(receipt).await;
+    assert_eq!(
+        (e.stage.as_str(), e.matched.map(|m| m.id)),
+        ("matched", Some(m.id))
+    );
+
+    let again = w
+        .store()
+        .force_match(visa, receipt, reason, "api:ops")
+        .await
+        .unwrap();
+    assert!(matches!(again, Err(RedressError::Conflict(_))), "{again:?}");
+    assert_eq!(w.matches("wasabi-club").await.len(), 1);
+    // A forced payment is decided: the engine leaves it alone.
+    assert_eq!(w.run().await.claimed, 0);
+}
+
+/// Visa auths sharing one auth code, amount and time; one Wasabi record.
+fn contested_auths(n: usize) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..n {
+        out.push_str(
+            &json!({
+                "ExternalUserId": "tok-visa-5f3a91",
+                "MessageElementsCollection": [
+                    {"Key": "Transaction.VipTransactionId", "Value": format!("CONTESTED-{i:03}")},
+                    {"Key": "Transaction.TimeStampYYMMDD", "Value": "2024-03-09T12:00:00"},
+                    {"Key": "Transaction.TransactionAmount", "Value": "20.00"},
+                    {"Key": "Transaction.MerchantCardAcceptorId", "Value": "WAS-EFT-31337"},
+                    {"Key": "Transaction.VisaStoreId", "Value": ""},
+                    {"Key": "Transaction.VisaMerchantId", "Value": ""},
+                    {"Key": "Transaction.AuthCode", "Value": "777777"},
+                ],
+            })
+            .to_string(),
+        );
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+const WASABI_HEADER: &str = "Store No_,Entry No_,Transaction No_,Tender Type,Amount,Card Number,\
+     Card Type Name,Auth_code,Authorisation Ok,Date,Time,EFT Merchant No_,Receipt No_\n";
+
+/// Decide a claimed batch with the real matcher, as the engine does.
+async fn decide(ctx: &Context, batch: &MatchBatch) -> Vec<(i64, Verdict)> {
+    let runtime = ctx.runtime.clone();
+    let work: Vec<(i64, Vec<i64>, MatchGroup, String)> = batch
+        .work
+        .iter()
+        .flat_map(|mw| {
+            mw.payments.iter().map(|pw| {
+                (
+                    pw.payment_id,
+                    pw.candidate_ids.clone(),
+                    pw.group.clone(),
+                    mw.merchant.slug.clone(),
+                )
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        work.into_iter()
+            .map(|(payment_id, ids, group, slug)| {
+                let mut session = runtime
+                    .open_matcher("harmonia", Some(&json!({ "merchant": slug })))
+                    .unwrap();
+                let d = session
+                    .decide(std::slice::from_ref(&group))
+                    .unwrap()
+                    .remove(0);
+                let verdict = Verdict::Match {
+                    scheme_id: ids[d.chosen.expect("a choice")],
+                    reason: d.reason,
+                    confidence: d.confidence,
+                    candidates: ids.len(),
+                    plugin: session.identity().clone(),
+                };
+                (payment_id, verdict)
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// Two workers hold claims on two payments whose matcher picks the same
+/// merchant record, and commit at once: one match, the other payment
+/// loses, stays flagged and then finds nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_claims_choosing_the_same_candidate_end_in_one_match() {
+    let w = World::start().await;
+    w.merchant("wasabi-club", match_mode()).await;
+    w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
+        .await;
+    w.import_bytes("visa-auth", "contested.ndjson", contested_auths(2))
+        .await;
+    let csv = format!(
+        "{WASABI_HEADER}W012,80001,900800001,3,20.00,454321******4821,Visa,777777,1,09/03/2024,12:00:30,WAS-EFT-31337,CONTESTED-R\n"
+    );
+    w.import_bytes("wasabi", "contested.csv", csv.into_bytes())
+        .await;
+    let mut stats = MatchStats::default();
+    engine::stage_pending(&w.ctx, &mut stats).await.unwrap();
+
+    let other = w.second_context().await;
+    let a = w
+        .store()
+        .claim_match_batch(1)
+        .await
+        .unwrap()
+        .expect("a claims one");
+    let b = other
+        .store
+        .claim_match_batch(1)
+        .await
+        .unwrap()
+        .expect("b claims the other");
+    assert!(
+        w.store().claim_match_batch(1).await.unwrap().is_none(),
+        "both are claimed"
+    );
+    let (pa, pb) = (
+        a.work[0].payments[0].payment_id,
+        b.work[0].payments[0].payment_id,
+    );
+    assert_ne!(pa, pb);
+    assert_eq!(
+        a.work[0].payments[0].candidate_ids,
+        b.work[0].payments[0].candidate_ids
+    );
+    let (va, vb) = (decide(&w.ctx, &a).await, decide(&other, &b).await);
+    let (ca, cb) = tokio::join!(a.commit(va), b.commit(vb));
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    assert_eq!(
+        (ca.matched + cb.matched, ca.lost + cb.lost),
+        (1, 1),
+        "{ca:?} {cb:?}"
+    );
+
+    let winner = if ca.matched == 1 { pa } else { pb };
+    let loser = if winner == pa { pb } else { pa };
+    assert_eq!(w.count("SELECT count(*) FROM matches").await, 1);
+    let flagged: (String, bool, String) =
+        sqlx::query_as("SELECT status, needs_match, last_reason FROM payments WHERE id = $1")
+            .bind(loser)
+            .fetch_one(w.store().pool())
+            .await
+            .unwrap();
+    assert_eq!((flagged.0.as_str(), flagged.1), ("pending", true));
+    assert!(
+        flagged.2.contains("matched to another payment first"),
+        "{flagged:?}"
+    );
+
+    let stats = w.run().await;
+    assert_eq!((stats.claimed, stats.decided.matched), (1, 0), "{stats:?}");
+    let status: (String, Option<i32>) =
+        sqlx::query_as("SELECT status, last_candidates FROM payments WHERE id = $1")
+            .bind(loser)
+            .fetch_one(w.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(status, (s("pending"), Some(0)));
+    let matched: i64 = sqlx::query_scalar("SELECT payment_id FROM matches")
+        .fetch_one(w.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(matched, winner);
+    other.store.close().await;
+}
+
+/// Two daemons on one database match 3000 payments where every merchant
+/// record is wanted by exactly two payments (one pair in each worker's
+/// batch for most records): every record and every payment ends in at most
+/// one match, and each record goes to one of its own two payments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
+    const RECORDS: usize = 1500;
+    let w = World::start().await;
+    w.merchant("wasabi-club", match_mode()).await;
+    w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
+        .await;
+    w.cards(&[("tok-visa-5f3a91", "454321", "4821")]).await;
+    // Payment i wants record i % RECORDS (its own code and amount), so
+    // payments k and k + RECORDS compete; with batches of 2000 claimed by
+    // two workers, most pairs straddle the two batches.
+    let mut auths = String::new();
+    let mut csv = String::from(WASABI_HEADER);
+    for i in 0..2 * RECORDS {
+        let k = i % RECORDS;
+        auths.push_str(
+            &json!({
+                "ExternalUserId": "tok-visa-5f3a91",
+                "MessageElementsCollection": [
+                    {"Key": "Transaction.VipTransactionId", "Value": format!("PAY-{i:05}-K-{k:05}")},
+                    {"Key": "Transaction.TimeStampYYMMDD", "Value": "2024-03-09T12:00:00"},
+                    {"Key": "Transaction.TransactionAmount", "Value": format!("{}.{:02}", 10 + k / 100, k % 100)},
+                    {"Key": "Transaction.MerchantCardAcceptorId", "Value": "WAS-EFT-31337"},
+                    {"Key": "Transaction.VisaStoreId", "Value": ""},
+                    {"Key": "Transaction.VisaMerchantId", "Value": ""},
+                    {"Key": "Transaction.AuthCode", "Value": format!("{:06}", 100_000 + k)},
+                ],
+            })
+            .to_string(),
+        );
+        auths.push('\n');
+    }
+    for k in 0..RECORDS {
+        csv.push_str(&format!(
+            "W012,{k},{k},3,{}.{:02},454321******4821,Visa,{:06},1,09/03/2024,12:00:30,WAS-EFT-31337,REC-{k:05}\n",
+            10 + k / 100,
+            k % 100,
+            100_000 + k
+        ));
+    }
+    w.import_bytes("visa-auth", "many.ndjson", auths.into_bytes())
+        .await;
+    w.import_bytes("wasabi", "many.csv", csv.into_bytes()).await;
+    let mut staged = MatchStats::default();
+    engine::stage_pending(&w.ctx, &mut staged).await.unwrap();
+    assert_eq!(staged.staged.payments_created, 2 * RECORDS as u64);
+
+    let other = w.second_context().await;
+    let (a, b) = tokio::join!(
+        engine::run_until_idle(&w.ctx),
+        engine::run_until_idle(&other)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.decided.errors + b.decided.errors, 0, "{a:?} {b:?}");
+    assert_eq!(
+        a.decided.matched + b.decided.matched,
+        RECORDS as u64,
+        "{a:?} {b:?}"
+    );
+    // Both engines did part of the work, and some of their choices collided.
+    assert!(a.claimed > 0 && b.claimed > 0, "{a:?} {b:?}");
+    assert!(a.decided.lost + b.decided.lost > 0, "{a:?} {b:?}");
+
+    // At most one match per record and per payment, one per record here.
+    let count = |sql| w.count(sql);
+    assert_eq!(count("SELECT count(*) FROM matches").await, RECORDS as i64);
+    assert_eq!(
+        count("SELECT count(DISTINCT scheme_id) FROM matches").await,
+        RECORDS as i64
+    );
+    assert_eq!(
+        count("SELECT count(DISTINCT payment_id) FROM matches").await,
+        RECORDS as i64
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM (SELECT scheme_id FROM matches GROUP BY scheme_id HAVING count(*) > 1) x").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM (SELECT payment_id FROM matches GROUP BY payment_id HAVING count(*) > 1) x").await,
+        0
+    );
+    // Every record went to one of its own two payments.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM matches x \
+             JOIN payments p ON p.id = x.payment_id JOIN transactions pt ON pt.id = p.transaction_id \
+             JOIN scheme_transactions s ON s.id = x.scheme_id JOIN transactions st ON st.id = s.transaction_id \
+             WHERE split_part(pt.external_id, '-K-', 2) = substr(st.external_id, 5)"
+        )
+        .await,
+        RECORDS as i64
+    );
+    // Statuses agree with the matches: the other payment of each pair waits.
+    assert_eq!(
+        count("SELECT count(*) FROM payments p WHERE (p.status = 'matched') <> EXISTS (SELECT 1 FROM matches x WHERE x.payment_id = p.id)").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM scheme_transactions s WHERE (s.status = 'matched') <> EXISTS (SELECT 1 FROM matches x WHERE x.scheme_id = s.id)").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM payments WHERE status = 'pending' AND NOT needs_match").await,
+        RECORDS as i64
+    );
+    other.store.close().await;
+}
