@@ -1102,6 +1102,7 @@ async fn unmatched_sweep_after_the_merchants_days() {
     w.mids(&[
         ("SG-CAID-0981", "visa", "stonegate", Some("SG-LOC-0981")),
         ("WAS-EFT-31337", "visa", "wasabi-club", None),
+        ("SQM-MC-1", "mastercard", "stonegate", None),
     ])
     .await;
     w.cards(&[
@@ -1111,6 +1112,9 @@ async fn unmatched_sweep_after_the_merchants_days() {
     .await;
     w.import("visa-auth", "sweep/visa-auth.ndjson").await;
     w.import("stonegate", "sweep/stonegate.ndjson").await;
+    // A Mastercard auth of 2024-03-09 20:30: its settlement is still to come.
+    w.import("mastercard-auth", "stream/mastercard-auth.ndjson")
+        .await;
     // Stage and match only: run_until_idle would sweep with the real clock.
     let mut stats = MatchStats::default();
     engine::stage_pending(&w.ctx, &mut stats).await.unwrap();
@@ -1139,6 +1143,12 @@ async fn unmatched_sweep_after_the_merchants_days() {
     assert_eq!(swept, 1);
     let e = w.explain(old).await;
     assert_eq!(e.stage, "unmatched");
+    let mc_auth = w.tx("mastercard-auth", "SQM000001_20240309").await;
+    assert_eq!(
+        w.payment(mc_auth).await.status,
+        "pending",
+        "a Mastercard auth is swept only once settled (matching-rules.md §9)"
+    );
     let m = e.matched.unwrap();
     assert_eq!(
         (
@@ -1794,4 +1804,59 @@ async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
         RECORDS as i64
     );
     other.store.close().await;
+}
+
+/// Percent tolerance (basis points of the payment amount) and a merchant
+/// that matches registered cards only: payments wait as `unregistered` until
+/// their card is in the registry, then match; 0.1 % of 24.50 lets a 24.52
+/// record in (at a lower confidence: review), 0.1 % of 10.00 does not let
+/// 10.03 in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percent_tolerance_and_registered_cards_only() {
+    let w = World::start().await;
+    w.merchant(
+        "costa",
+        SettingsPatch {
+            tolerance_bp: Some(10),
+            match_unregistered_cards: Some(false),
+            ..Default::default()
+        },
+    )
+    .await;
+    w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
+    w.import("visa-auth", "review/visa-auth.ndjson").await;
+    w.import("costa", "review/costa.json").await;
+    let stats = w.run().await;
+    assert_eq!(stats.claimed, 0, "{stats:?}");
+    let p1 = w.tx("visa-auth", "UkVWLVZJU0EtMDAx").await;
+    let p2 = w.tx("visa-auth", "UkVWLVZJU0EtMDAy").await;
+    assert_eq!(w.payment(p1).await.status, "unregistered");
+    assert_eq!(w.payment(p2).await.status, "unregistered");
+
+    w.cards(&[("tok-costa-1", "454321", "4821")]).await;
+    let stats = w.run().await;
+    assert_eq!(stats.reidentified.cards_registered, 2, "{stats:?}");
+    assert_eq!(
+        w.pairs("costa").await,
+        [pair(
+            "matched",
+            "visa-auth:UkVWLVZJU0EtMDAy",
+            Some("costa:COSTA-TX-R-22")
+        )]
+    );
+    let m = w.explain(p2).await.matched.unwrap();
+    assert_eq!((m.confidence, m.candidates), (Some(100), Some(1)));
+    let open = w
+        .store()
+        .list_reviews(Some("open"), None, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].payment_transaction_id, p1);
+    assert_eq!(
+        open[0].merchant_transaction_id,
+        w.tx("costa", "COSTA-TX-R-11").await
+    );
+    assert_eq!((open[0].confidence, open[0].candidates), (60, 2));
 }

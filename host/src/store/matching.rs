@@ -377,11 +377,15 @@ impl Store {
         // share) faster than autovacuum notices; with stale statistics the
         // claim and candidate queries read every flagged payment and every
         // pending record per batch instead of an index range.
-        if counts.payments_created + counts.payments_settled + counts.payments_flagged >= ANALYZE_AFTER {
+        if counts.payments_created + counts.payments_settled + counts.payments_flagged
+            >= ANALYZE_AFTER
+        {
             sqlx::query("ANALYZE payments").execute(&self.pool).await?;
         }
         if counts.scheme_pending + counts.scheme_unassigned >= ANALYZE_AFTER {
-            sqlx::query("ANALYZE scheme_transactions").execute(&self.pool).await?;
+            sqlx::query("ANALYZE scheme_transactions")
+                .execute(&self.pool)
+                .await?;
         }
         Ok(Some((import_id, counts)))
     }
@@ -632,12 +636,15 @@ impl Store {
     /// Pending payments of merchants with an `unmatched_after_days`, dated
     /// before the start of (`today` − that many days), become UNMATCHED
     /// (at most `limit` per call; matching-rules.md §9, selected by payment
-    /// row as the reference recommends). Returns how many.
+    /// row as the reference recommends). As in Harmonia, a Mastercard or
+    /// Amex payment is swept only once settled: its settlement is still to
+    /// come and would find the payment decided. Returns how many.
     pub async fn sweep_unmatched(&self, now: DateTime<Utc>, limit: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT p.id FROM payments p JOIN merchants m ON m.id = p.merchant \
              WHERE p.status = 'pending' AND m.unmatched_after_days IS NOT NULL \
+               AND (p.provider = 'visa' OR p.kind <> 'authorisation') \
                AND p.occurred_at < date_trunc('day', $1 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
                                    - make_interval(days => m.unmatched_after_days) \
              ORDER BY p.id LIMIT $2 FOR UPDATE OF p SKIP LOCKED",
