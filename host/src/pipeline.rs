@@ -1,7 +1,8 @@
 //! The pipeline: each stage a plain async fn over domain types.
 //!
-//! ingest (channels) → receive (raw bytes retained) → parse (plugin) → commit.
-//! Later stages (identify, match, route, deliver) go beside `parse`.
+//! ingest (channels) → receive (raw bytes retained) → parse (plugin) → commit
+//! → identify + match ([`matching`]: staging, candidate selection, matcher
+//! plugins, sweep). Route and deliver will go beside them.
 //!
 //! The channels (directory, HTTP, CLI) all call [`import_stream`]; crash
 //! recovery calls [`recover`]. What this module guarantees:
