@@ -339,9 +339,11 @@ impl Store {
         merchant_of: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<(i64, StageCounts)>> {
         let mut tx = self.pool.begin().await?;
-        // Staging is serial across workers and daemons: a merchant-side
-        // import flags the payments committed before it, so it must not run
-        // beside a payment-side import that is not committed yet.
+        // Staging is serial across workers and daemons, and exclusive of
+        // matcher claims (they take this lock shared): a merchant-side import
+        // flags the payments committed before it, so it must not run beside
+        // a payment-side import that is not committed yet, nor beside a claim
+        // that decides with a snapshot missing its records.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(STAGING_LOCK)
             .execute(&mut *tx)
@@ -396,6 +398,11 @@ impl Store {
     /// and payments whose matcher failed, once their pause is over.
     pub async fn reidentify(&self) -> Result<Reidentified> {
         let mut tx = self.pool.begin().await?;
+        // It creates candidates and flags payments, as staging does.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(STAGING_LOCK)
+            .execute(&mut *tx)
+            .await?;
         let mut out = Reidentified::default();
         // Unidentified → identified: same rules as staging.
         let ids: Vec<i64> = sqlx::query_scalar(&format!(
@@ -504,6 +511,12 @@ impl Store {
     /// merchant's tolerance; pairs a reviewer rejected are left out).
     pub async fn claim_match_batch(&self, limit: i64) -> Result<Option<MatchBatch>> {
         let mut tx = self.pool.begin().await?;
+        // Shared with other matchers, exclusive of staging: staging's
+        // triggers then never race a claim whose snapshot misses new records.
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(STAGING_LOCK)
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(&format!(
             "SELECT p.id AS payment_id, p.merchant AS merchant_id, p.amount_minor AS p_amount, \
                p.currency AS p_currency, p.occurred_at AS p_occurred_at, p.first_six AS p_first_six, \
@@ -1545,8 +1558,10 @@ async fn stage_scheme(
     merchant: Option<&str>,
     counts: &mut StageCounts,
 ) -> Result<()> {
+    // MATERIALIZED: inlined, the merchant lookup below ran once for the
+    // column and again for the status.
     let rows = sqlx::query(
-        "WITH src AS ( \
+        "WITH src AS MATERIALIZED ( \
            SELECT t.id, t.kind, t.provider, t.amount_minor, t.currency, t.merchant_ids, \
              COALESCE((SELECT id FROM merchants WHERE slug = $2), \
                (SELECT CASE WHEN count(DISTINCT mi.merchant) = 1 THEN min(mi.merchant) END \
@@ -1595,10 +1610,9 @@ async fn stage_scheme(
 /// Flag the pending payments that new scheme records `scheme_ids` may be
 /// candidates of (matching-rules.md §4, the merchant-side trigger).
 ///
-/// Every such payment is updated, flagged or not: the row lock is what
-/// orders this against a matcher that has claimed (or is about to claim) it
-/// with a snapshot that cannot see these records yet — it either skips the
-/// locked row until we commit, or we wait for its commit and flag again.
+/// Runs under the exclusive staging lock, while no matcher holds a claim
+/// (claims take it shared): a payment flagged already is not claimed by
+/// anyone with a snapshot that misses these records, so it is left alone.
 async fn flag_for_scheme(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u64> {
     if scheme_ids.is_empty() {
         return Ok(0);
@@ -1608,11 +1622,11 @@ async fn flag_for_scheme(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u6
          FROM (SELECT DISTINCT p2.id FROM scheme_transactions s \
                JOIN merchants m ON m.id = s.merchant \
                JOIN payments p2 ON p2.merchant = s.merchant AND p2.provider = s.provider \
-                 AND p2.status = 'pending' AND p2.currency = s.currency \
+                 AND p2.status = 'pending' AND NOT p2.needs_match AND p2.currency = s.currency \
                  AND p2.amount_minor BETWEEN s.amount_minor - {WIDEST} AND s.amount_minor + {WIDEST} \
                  AND p2.mid = ANY (s.mids) \
-               WHERE s.id = ANY ($1)) f \
-         WHERE p.id = f.id"
+               WHERE s.id IN (SELECT unnest($1::bigint[]))) f \
+         WHERE p.id = f.id AND NOT p.needs_match"
     ))
     .bind(scheme_ids)
     .execute(tx)
