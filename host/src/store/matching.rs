@@ -1692,7 +1692,11 @@ async fn set_matched(
 
 /// The scheme side of [`set_matched`]: records `schemes` matched (to
 /// `payments`, pairwise), and open reviews of other payments on them superseded.
-async fn set_schemes_matched(tx: &mut PgConnection, payments: &[i64], schemes: &[i64]) -> Result<()> {
+async fn set_schemes_matched(
+    tx: &mut PgConnection,
+    payments: &[i64],
+    schemes: &[i64],
+) -> Result<()> {
     if payments.is_empty() {
         return Ok(());
     }
