@@ -1693,25 +1693,22 @@ async fn two_claims_choosing_the_same_candidate_end_in_one_match() {
     other.store.close().await;
 }
 
-/// Two daemons on one database match 3000 payments where every merchant
-/// record is wanted by exactly two payments (one pair in each worker's
-/// batch for most records): every record and every payment ends in at most
-/// one match, and each record goes to one of its own two payments.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
-    const RECORDS: usize = 1500;
+/// Payments wanting the same merchant records, for the concurrency tests:
+/// `2 × records` payments where every merchant record is wanted by exactly
+/// two (payment i wants record i % records: its own code and amount), staged.
+async fn competing_payments(records: usize) -> World {
     let w = World::start().await;
     w.merchant("wasabi-club", match_mode()).await;
     w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
         .await;
     w.cards(&[("tok-visa-5f3a91", "454321", "4821")]).await;
-    // Payment i wants record i % RECORDS (its own code and amount), so
-    // payments k and k + RECORDS compete; with batches of 2000 claimed by
+    // Payment i wants record i % records (its own code and amount), so
+    // payments k and k + records compete; with batches of 2000 claimed by
     // two workers, most pairs straddle the two batches.
     let mut auths = String::new();
     let mut csv = String::from(WASABI_HEADER);
-    for i in 0..2 * RECORDS {
-        let k = i % RECORDS;
+    for i in 0..2 * records {
+        let k = i % records;
         auths.push_str(
             &json!({
                 "ExternalUserId": "tok-visa-5f3a91",
@@ -1729,7 +1726,7 @@ async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
         );
         auths.push('\n');
     }
-    for k in 0..RECORDS {
+    for k in 0..records {
         csv.push_str(&format!(
             "W012,{k},{k},3,{}.{:02},454321******4821,Visa,{:06},1,09/03/2024,12:00:30,WAS-EFT-31337,REC-{k:05}\n",
             10 + k / 100,
@@ -1742,34 +1739,25 @@ async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
     w.import_bytes("wasabi", "many.csv", csv.into_bytes()).await;
     let mut staged = MatchStats::default();
     engine::stage_pending(&w.ctx, &mut staged).await.unwrap();
-    assert_eq!(staged.staged.payments_created, 2 * RECORDS as u64);
+    assert_eq!(staged.staged.payments_created, 2 * records as u64);
 
-    let other = w.second_context().await;
-    let (a, b) = tokio::join!(
-        engine::run_until_idle(&w.ctx),
-        engine::run_until_idle(&other)
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.decided.errors + b.decided.errors, 0, "{a:?} {b:?}");
-    assert_eq!(
-        a.decided.matched + b.decided.matched,
-        RECORDS as u64,
-        "{a:?} {b:?}"
-    );
-    // Both engines did part of the work, and some of their choices collided.
-    assert!(a.claimed > 0 && b.claimed > 0, "{a:?} {b:?}");
-    assert!(a.decided.lost + b.decided.lost > 0, "{a:?} {b:?}");
+    w
+}
 
+/// Every record and every payment of [`competing_payments`] is in at most
+/// one match, each record went to one of its own two payments, and the
+/// statuses agree with the matches.
+async fn assert_one_match_each(w: &World, records: usize) {
     // At most one match per record and per payment, one per record here.
     let count = |sql| w.count(sql);
-    assert_eq!(count("SELECT count(*) FROM matches").await, RECORDS as i64);
+    assert_eq!(count("SELECT count(*) FROM matches").await, records as i64);
     assert_eq!(
         count("SELECT count(DISTINCT scheme_id) FROM matches").await,
-        RECORDS as i64
+        records as i64
     );
     assert_eq!(
         count("SELECT count(DISTINCT payment_id) FROM matches").await,
-        RECORDS as i64
+        records as i64
     );
     assert_eq!(
         count("SELECT count(*) FROM (SELECT scheme_id FROM matches GROUP BY scheme_id HAVING count(*) > 1) x").await,
@@ -1788,7 +1776,7 @@ async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
              WHERE split_part(pt.external_id, '-K-', 2) = substr(st.external_id, 5)"
         )
         .await,
-        RECORDS as i64
+        records as i64
     );
     // Statuses agree with the matches: the other payment of each pair waits.
     assert_eq!(
@@ -1801,9 +1789,62 @@ async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
     );
     assert_eq!(
         count("SELECT count(*) FROM payments WHERE status = 'pending' AND NOT needs_match").await,
-        RECORDS as i64
+        records as i64
     );
+}
+
+/// Two daemons on one database (each with its default workers) match
+/// 3000 payments where every merchant record is wanted by exactly two
+/// payments (one pair in each worker's batch for most records): every
+/// record and every payment ends in at most one match, and each record goes
+/// to one of its own two payments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
+    const RECORDS: usize = 1500;
+    let w = competing_payments(RECORDS).await;
+    let other = w.second_context().await;
+    let (a, b) = tokio::join!(
+        engine::run_until_idle(&w.ctx),
+        engine::run_until_idle(&other)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.decided.errors + b.decided.errors, 0, "{a:?} {b:?}");
+    assert_eq!(
+        a.decided.matched + b.decided.matched,
+        RECORDS as u64,
+        "{a:?} {b:?}"
+    );
+    // Both engines did part of the work, and some of their choices collided.
+    assert!(a.claimed > 0 && b.claimed > 0, "{a:?} {b:?}");
+    assert!(a.decided.lost + b.decided.lost > 0, "{a:?} {b:?}");
+
+    assert_one_match_each(&w, RECORDS).await;
     other.store.close().await;
+}
+
+/// One engine with four matching workers over 6000 competing payments
+/// (3 full batches): after the first full batch the workers claim disjoint
+/// batches at once, collide on records, and the result is the same as with
+/// two daemons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matching_workers_never_put_a_transaction_in_two_matches() {
+    const RECORDS: usize = 3000;
+    let w = competing_payments(RECORDS).await;
+    let mut stats = MatchStats::default();
+    engine::match_pending_with(&w.ctx, &mut stats, 4)
+        .await
+        .unwrap();
+    assert_eq!(stats.decided.errors, 0, "{stats:?}");
+    assert_eq!(stats.decided.matched, RECORDS as u64, "{stats:?}");
+    // A payment whose choice another worker's batch took first was claimed
+    // once more (and found nothing left); every other payment once.
+    assert_eq!(
+        stats.claimed,
+        2 * RECORDS as u64 + stats.decided.lost,
+        "{stats:?}"
+    );
+    assert!(stats.batches >= 3, "{stats:?}");
+    assert_one_match_each(&w, RECORDS).await;
 }
 
 /// Percent tolerance (basis points of the payment amount) and a merchant

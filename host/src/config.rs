@@ -6,6 +6,7 @@
 //! plugins_dir = "plugins-dir"       # default <data_dir>/plugins
 //! listen = "127.0.0.1:8080"         # default
 //! max_body_bytes = 1073741824       # default 1 GiB
+//! match_workers = 2                 # matching batches decided at once (1–64; default 2)
 //!
 //! [api_tokens]                      # bearer tokens of the redress endpoints
 //! ops = "a-long-random-secret"      # name (recorded as the actor) = token
@@ -87,6 +88,9 @@ fn lexically_normal(path: &Path) -> PathBuf {
 /// 1 GiB: the largest file the issue asks us to stream, and larger than any
 /// settlement file seen in practice.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Matching workers per daemon: one batch in the matcher plugin while
+/// another is in PostgreSQL keeps both of a small machine's cores busy.
+pub const DEFAULT_MATCH_WORKERS: usize = 2;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "accord-data";
 const ENV_PREFIX: &str = "ACCORD_";
@@ -104,6 +108,9 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     pub listen: SocketAddr,
     pub max_body_bytes: u64,
+    /// Matching batches claimed and decided concurrently (each on its own
+    /// database connection); several daemons on one database add theirs.
+    pub match_workers: usize,
     pub sources: Vec<Source>,
     /// `[api_tokens]`: name → bearer token for the redress endpoints (force
     /// match, review decisions); the name is recorded as the actor.
@@ -239,6 +246,7 @@ impl fmt::Debug for Config {
             .field("plugins_dir", &self.plugins_dir)
             .field("listen", &self.listen)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("match_workers", &self.match_workers)
             .field("sources", &self.sources)
             .field("api_tokens", &self.api_tokens.keys().collect::<Vec<_>>())
             .finish()
@@ -392,10 +400,11 @@ impl Cx {
                 "PLUGINS_DIR" => "plugins_dir",
                 "LISTEN" => "listen",
                 "MAX_BODY_BYTES" => "max_body_bytes",
+                "MATCH_WORKERS" => "match_workers",
                 _ => continue,
             };
             let value = match key {
-                "max_body_bytes" => value
+                "max_body_bytes" | "match_workers" => value
                     .trim()
                     .parse::<i64>()
                     .map(toml::Value::Integer)
@@ -528,6 +537,7 @@ impl Cx {
             "plugins_dir",
             "listen",
             "max_body_bytes",
+            "match_workers",
             "sources",
             "api_tokens",
         ])?;
@@ -568,6 +578,13 @@ impl Cx {
         if max_body_bytes == 0 {
             return Err(self.err("max_body_bytes", "must be greater than 0"));
         }
+        let match_workers = top
+            .take::<u64>("match_workers")?
+            .unwrap_or(DEFAULT_MATCH_WORKERS as u64);
+        if !(1..=64).contains(&match_workers) {
+            return Err(self.err("match_workers", "must be between 1 and 64"));
+        }
+        let match_workers = match_workers as usize;
 
         let mut sources: Vec<Source> = Vec::new();
         for (i, value) in top
@@ -629,6 +646,7 @@ impl Cx {
             plugins_dir,
             listen,
             max_body_bytes,
+            match_workers,
             sources,
             api_tokens,
         })
@@ -926,6 +944,7 @@ database_url = "postgres://u:secret@db:5432/accord"
 data_dir = "state"
 listen = "0.0.0.0:9000"
 max_body_bytes = 1000
+match_workers = 3
 
 [[sources]]
 name = "iceland"
@@ -959,6 +978,7 @@ parser = "psp-xml"
         assert_eq!(config.plugins_dir, base.join("state/plugins"));
         assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.max_body_bytes, 1000);
+        assert_eq!(config.match_workers, 3);
         let iceland = config.source("iceland").unwrap();
         assert_eq!(iceland.side, Side::Payment);
         assert_eq!(iceland.parser, "csv");
@@ -993,6 +1013,7 @@ parser = "psp-xml"
         assert_eq!(config.plugins_dir, cwd.join("accord-data/plugins"));
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.max_body_bytes, 1 << 30);
+        assert_eq!(config.match_workers, DEFAULT_MATCH_WORKERS);
         assert!(config.sources.is_empty());
     }
 
@@ -1126,6 +1147,12 @@ parser = "psp-xml"
         assert_eq!(invalid("max_body_bytes = 'big'\n", &[]).0, "max_body_bytes");
         assert_eq!(invalid("max_body_bytes = 0\n", &[]).0, "max_body_bytes");
         assert_eq!(invalid("max_body_bytes = -1\n", &[]).0, "max_body_bytes");
+        assert_eq!(invalid("match_workers = 0\n", &[]).0, "match_workers");
+        assert_eq!(invalid("match_workers = 65\n", &[]).0, "match_workers");
+        assert_eq!(
+            invalid("", &[("ACCORD_MATCH_WORKERS", "many")]).0,
+            "match_workers"
+        );
         let (key, msg) = invalid("listen = 'localhost'\n", &[]);
         assert_eq!(key, "listen");
         assert!(msg.contains("address:port"), "{msg}");

@@ -112,6 +112,18 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// True when PostgreSQL rolled the transaction back to break a deadlock
+    /// or a serialization conflict with a concurrent one (40P01, 40001):
+    /// nothing was written, and running it again is the remedy.
+    pub fn is_concurrency_abort(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// How an import arrived.
@@ -197,6 +209,11 @@ impl Store {
 
     pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store> {
         let connect: PgConnectOptions = url.parse().map_err(StoreError::Db)?;
+        // accord's statements are many and short-lived; the JIT's compile
+        // time (tens to hundreds of ms a statement once the planner's cost
+        // passes `jit_above_cost`) is paid on every matching batch and never
+        // won back (`bench match`).
+        let connect = connect.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)

@@ -495,11 +495,40 @@ async fn run_async(
     let mut admin = sqlx::PgConnection::connect(&server)
         .await
         .context("connecting to PostgreSQL")?;
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await?;
+    // Development: `ACCORD_BENCH_MATCH_TEMPLATE=name` keeps the ingested
+    // database as a template the first time and starts from a copy of it
+    // afterwards, so a run measures staging and matching only.
+    let template = std::env::var("ACCORD_BENCH_MATCH_TEMPLATE").ok();
+    let reuse = match &template {
+        Some(t) => {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            )
+            .bind(t)
+            .fetch_one(&mut admin)
+            .await?
+        }
+        None => false,
+    };
+    match (&template, reuse) {
+        (Some(t), true) => {
+            eprintln!("starting from a copy of the ingested database {t} …");
+            sqlx::query(&format!("CREATE DATABASE {db} TEMPLATE {t}"))
+                .execute(&mut admin)
+                .await?;
+        }
+        _ => {
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&mut admin)
+                .await?;
+        }
+    }
     let url = with_database(&server, &db);
-    let result = bench(purchases, merchant_count, &server, &url).await;
+    let keep = match (&template, reuse) {
+        (Some(t), false) => Some((t.clone(), db.clone(), server.clone())),
+        _ => None,
+    };
+    let result = bench(purchases, merchant_count, &server, &url, reuse, keep).await;
     if keep_database {
         eprintln!(
             "kept the bench database: {}",
@@ -518,6 +547,8 @@ async fn bench(
     merchant_count: usize,
     server: &str,
     url: &str,
+    reuse: bool,
+    keep_as_template: Option<(String, String, String)>,
 ) -> anyhow::Result<ExitCode> {
     use crate::config::Config;
     use crate::pipeline::{Context, import_stream};
@@ -580,12 +611,12 @@ async fn bench(
         std::iter::empty::<(String, String)>(),
     )?);
 
-    let store = Store::connect(url).await?;
+    let mut store = Store::connect(url).await?;
     store.migrate().await?;
     let runtime = cli_runtime(Some(plugins.clone()))?;
     let scan = runtime.rescan();
     tracing::debug!(?scan, "plugins loaded");
-    let ctx = Context {
+    let mut ctx = Context {
         store: store.clone(),
         runtime,
         config,
@@ -597,16 +628,20 @@ async fn bench(
     let generate_time = t.elapsed();
 
     let t = Instant::now();
-    for m in &data.merchants {
-        store.upsert_merchant(m).await?;
-    }
-    let mids = store.import_mids(&data.mids).await?;
-    anyhow::ensure!(
-        mids.rejected.is_empty(),
-        "MIDs rejected: {:?}",
-        &mids.rejected[..mids.rejected.len().min(5)]
-    );
-    let cards = store.upsert_cards(&data.cards).await?;
+    let (mids_inserted, cards) = if reuse {
+        (data.mids.len() as u64, data.cards.len() as u64)
+    } else {
+        for m in &data.merchants {
+            store.upsert_merchant(m).await?;
+        }
+        let mids = store.import_mids(&data.mids).await?;
+        anyhow::ensure!(
+            mids.rejected.is_empty(),
+            "MIDs rejected: {:?}",
+            &mids.rejected[..mids.rejected.len().min(5)]
+        );
+        (mids.inserted, store.upsert_cards(&data.cards).await?)
+    };
     let setup_time = t.elapsed();
 
     // Ingest: payments first, the merchant feed last (the usual order: the
@@ -634,7 +669,7 @@ async fn bench(
         ),
     ];
     for (source, name, bytes, rows) in files {
-        if rows == 0 {
+        if rows == 0 || reuse {
             continue;
         }
         eprintln!(
@@ -665,6 +700,18 @@ async fn bench(
             "{name}: accord stored {accepted} of {rows} rows: {outcome:?}"
         );
         ingest.push((name, rows, size, took));
+    }
+
+    if let Some((template, db, server)) = keep_as_template {
+        use sqlx::Connection as _;
+        store.close().await;
+        let mut admin = sqlx::PgConnection::connect(&server).await?;
+        sqlx::query(&format!("CREATE DATABASE {template} TEMPLATE {db}"))
+            .execute(&mut admin)
+            .await?;
+        eprintln!("kept the ingested database as {template}");
+        store = Store::connect(url).await?;
+        ctx.store = store.clone();
     }
 
     // The figure: from ingested to all matches committed.
@@ -719,7 +766,7 @@ async fn bench(
     let _ = writeln!(
         w,
         "  reference data: {merchant_count} merchants, {} MIDs, {cards} registered cards: {:.1} s",
-        mids.inserted,
+        mids_inserted,
         secs(setup_time)
     );
     let _ = writeln!(

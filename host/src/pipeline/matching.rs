@@ -21,6 +21,7 @@
 //! is the daemon's loop.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -82,32 +83,117 @@ pub async fn stage_pending(ctx: &Context, stats: &mut MatchStats) -> Result<(), 
     Ok(())
 }
 
-/// Claim and decide flagged payments until none is left.
+/// Claim and decide flagged payments until none is left, with
+/// `config.match_workers` batches under way at once.
 pub async fn match_pending(ctx: &Context, stats: &mut MatchStats) -> Result<(), StoreError> {
+    match_pending_with(ctx, stats, ctx.config.match_workers).await
+}
+
+/// [`match_pending`] with `workers` concurrent workers (at least one).
+///
+/// Each worker claims its own batch (row locks with `SKIP LOCKED`: the
+/// batches never share a payment), decides it on a blocking thread and
+/// commits it; while one batch is in the matcher plugin another is in
+/// PostgreSQL. Workers may choose the same merchant record for two
+/// payments: the unique constraints of `matches` give it to one, and the
+/// other payment is retried (see [`MatchBatch::commit`]).
+///
+/// [`MatchBatch::commit`]: crate::store::matching::MatchBatch::commit
+pub async fn match_pending_with(
+    ctx: &Context,
+    stats: &mut MatchStats,
+    workers: usize,
+) -> Result<(), StoreError> {
+    let batches = AtomicU64::new(stats.batches);
+    // One worker until a full batch shows a backlog: a few payments are
+    // decided in one batch, as one transaction, whatever the setting.
     loop {
-        let span = tracing::info_span!("match", batch = stats.batches + 1);
-        let Some(mut batch) = ctx
-            .store
-            .claim_match_batch(BATCH)
-            .instrument(span.clone())
-            .await?
-        else {
+        let (s, full) = match_one(ctx, &batches).await?;
+        stats.batches += s.batches;
+        stats.claimed += s.claimed;
+        stats.decided += s.decided;
+        if s.claimed == 0 && !full {
             return Ok(());
-        };
-        let claimed = batch.len() as u64;
-        let work = std::mem::take(&mut batch.work);
-        let runtime = ctx.runtime.clone();
-        let verdicts = {
-            let span = span.clone();
-            tokio::task::spawn_blocking(move || span.in_scope(|| decide_all(&runtime, &work)))
-                .await
-                .map_err(|e| StoreError::Conflict(format!("matcher task failed: {e}")))?
-        };
-        let counts = batch.commit(verdicts).instrument(span.clone()).await?;
-        span.in_scope(|| tracing::debug!(claimed, ?counts, "batch committed"));
-        stats.batches += 1;
-        stats.claimed += claimed;
-        stats.decided += counts;
+        }
+        if full && workers > 1 {
+            break;
+        }
+    }
+    let results =
+        futures::future::join_all((0..workers).map(|_| match_worker(ctx, &batches))).await;
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(s) => {
+                stats.batches += s.batches;
+                stats.claimed += s.claimed;
+                stats.decided += s.decided;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Claim, decide and commit batches until none is left.
+async fn match_worker(ctx: &Context, batches: &AtomicU64) -> Result<MatchStats, StoreError> {
+    let mut stats = MatchStats::default();
+    loop {
+        let (s, full) = match_one(ctx, batches).await?;
+        if s.claimed == 0 && !full {
+            return Ok(stats);
+        }
+        stats.batches += s.batches;
+        stats.claimed += s.claimed;
+        stats.decided += s.decided;
+    }
+}
+
+/// One batch: claimed, decided on a blocking thread, committed. Returns
+/// what it did and whether the claim was full ([`BATCH`] payments). A
+/// batch the database rolled back (deadlock with another worker) counts
+/// nothing and reports itself full, so that it is claimed again.
+async fn match_one(ctx: &Context, batches: &AtomicU64) -> Result<(MatchStats, bool), StoreError> {
+    let mut stats = MatchStats::default();
+    let n = batches.fetch_add(1, Ordering::Relaxed) + 1;
+    let span = tracing::info_span!("match", batch = n);
+    let Some(mut batch) = ctx
+        .store
+        .claim_match_batch(BATCH)
+        .instrument(span.clone())
+        .await?
+    else {
+        return Ok((stats, false));
+    };
+    let claimed = batch.len() as u64;
+    let full = claimed >= BATCH as u64;
+    let work = std::mem::take(&mut batch.work);
+    let runtime = ctx.runtime.clone();
+    let verdicts = {
+        let span = span.clone();
+        tokio::task::spawn_blocking(move || span.in_scope(|| decide_all(&runtime, &work)))
+            .await
+            .map_err(|e| StoreError::Conflict(format!("matcher task failed: {e}")))?
+    };
+    match batch.commit(verdicts).instrument(span.clone()).await {
+        Ok(counts) => {
+            span.in_scope(|| tracing::debug!(claimed, ?counts, "batch committed"));
+            stats.batches = 1;
+            stats.claimed = claimed;
+            stats.decided = counts;
+            Ok((stats, full))
+        }
+        // Rolled back whole: the payments are still flagged, and the next
+        // claim (this worker's or another's) takes them again.
+        Err(e) if e.is_concurrency_abort() => {
+            span.in_scope(|| {
+                tracing::info!(error = %e, claimed, "batch rolled back by the database; claiming again")
+            });
+            Ok((stats, true))
+        }
+        Err(e) => Err(e),
     }
 }
 

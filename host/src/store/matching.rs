@@ -348,6 +348,11 @@ impl Store {
             .bind(STAGING_LOCK)
             .execute(&mut *tx)
             .await?;
+        // Staging sorts and hashes whole imports (waves, merchant order):
+        // at the server's default 4 MB they spill to disk.
+        sqlx::query("SET LOCAL work_mem = '128MB'")
+            .execute(&mut *tx)
+            .await?;
         let Some(row) = sqlx::query(
             "SELECT id, source FROM imports WHERE status = 'parsed' AND staged_at IS NULL \
              ORDER BY id LIMIT 1 FOR UPDATE",
@@ -517,31 +522,86 @@ impl Store {
             .bind(STAGING_LOCK)
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT p.id AS payment_id, p.merchant AS merchant_id, p.amount_minor AS p_amount, \
-               p.currency AS p_currency, p.occurred_at AS p_occurred_at, p.first_six AS p_first_six, \
-               p.last_four AS p_last_four, p.auth_code AS p_auth_code, p.kind AS p_kind, p.mid AS p_mid, \
+        // Three reads: the claim, the candidates' ids, then every
+        // transaction either needs in one lookup by sorted id. Joined into
+        // the first two, each payment and candidate cost a random read of
+        // `transactions` (file order, not merchant order; `bench match`).
+        let rows = sqlx::query(
+            "SELECT p.id AS payment_id, p.merchant AS merchant_id, p.transaction_id, \
+               p.amount_minor AS p_amount, p.currency AS p_currency, p.occurred_at AS p_occurred_at, \
+               p.first_six AS p_first_six, p.last_four AS p_last_four, p.auth_code AS p_auth_code, \
                m.slug AS merchant_slug, m.matcher, m.matcher_config, m.auto_confirm_confidence, \
                c.card_token AS c_token, c.first_six AS c_first_six, c.last_four AS c_last_four, \
-               c.loyalty_id AS c_loyalty_id, \
-               {} \
+               c.loyalty_id AS c_loyalty_id \
              FROM payments p \
              JOIN merchants m ON m.id = p.merchant \
-             JOIN transactions t ON t.id = p.transaction_id \
              LEFT JOIN card_registry c ON c.card_token = p.card_token \
              WHERE p.needs_match AND p.status = 'pending' \
              ORDER BY p.merchant, p.id LIMIT $1 \
              FOR UPDATE OF p SKIP LOCKED",
-            prefixed_transaction_columns("t")
-        ))
+        )
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             return Ok(None);
         }
-        let mut work: Vec<MerchantWork> = Vec::new();
         let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.try_get::<i64, _>("payment_id")?);
+        }
+        // Candidates of every claimed payment in one query. The lookup is a
+        // fenced (`OFFSET 0`) lateral subquery so that merchant, provider
+        // and the amount range are all index conditions: joined plainly the
+        // planner probed `scheme_candidates` by merchant alone and filtered
+        // every pending record of the merchant for each payment (4 s a batch
+        // with 1,100 records a merchant; `bench match`).
+        let candidates: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT p.id, s.id, s.transaction_id \
+             FROM payments p \
+             JOIN merchants m ON m.id = p.merchant \
+             CROSS JOIN LATERAL (SELECT s.id, s.transaction_id FROM scheme_transactions s \
+               WHERE s.merchant = p.merchant AND s.provider = p.provider \
+                 AND s.status = 'pending' AND s.currency = p.currency \
+                 AND s.amount_minor BETWEEN p.amount_minor - {ALLOWANCE} AND p.amount_minor + {ALLOWANCE} \
+                 AND p.mid = ANY (s.mids) \
+                 AND s.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+                                     - make_interval(days => m.lookback_days) \
+               OFFSET 0) s \
+             WHERE p.id = ANY ($1) \
+               AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.payment_id = p.id \
+                               AND r.scheme_id = s.id AND r.status = 'rejected') \
+             ORDER BY p.id, s.id"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut wanted: Vec<i64> = Vec::with_capacity(rows.len() + candidates.len());
+        for row in &rows {
+            wanted.push(row.try_get("transaction_id")?);
+        }
+        wanted.extend(candidates.iter().map(|c| c.2));
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut transactions = std::collections::HashMap::with_capacity(wanted.len());
+        for row in sqlx::query(&format!(
+            "SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ANY ($1)"
+        ))
+        .bind(&wanted)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let t = stored_transaction(&row)?;
+            transactions.insert(t.id, t.transaction);
+        }
+        let transaction = |id: i64| {
+            transactions.get(&id).cloned().ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "transaction {id} of a claimed payment or candidate"
+                ))
+            })
+        };
+        let mut work: Vec<MerchantWork> = Vec::new();
         for row in &rows {
             let merchant_id: i64 = row.try_get("merchant_id")?;
             if work.last().is_none_or(|w| w.merchant.id != merchant_id) {
@@ -560,8 +620,7 @@ impl Store {
                 });
             }
             let payment_id: i64 = row.try_get("payment_id")?;
-            ids.push(payment_id);
-            let mut payment = stored_transaction(row)?.transaction;
+            let mut payment = transaction(row.try_get("transaction_id")?)?;
             // The payment's effective fields (after the collapse).
             payment.amount.minor_units = row.try_get("p_amount")?;
             payment.amount.currency = row.try_get::<String, _>("p_currency")?.trim().to_owned();
@@ -593,42 +652,13 @@ impl Store {
                     too_many: None,
                 });
         }
-        // Candidates of every claimed payment in one query. The lookup is a
-        // fenced (`OFFSET 0`) lateral subquery so that merchant, provider
-        // and the amount range are all index conditions: joined plainly the
-        // planner probed `scheme_candidates` by merchant alone and filtered
-        // every pending record of the merchant for each payment (4 s a batch
-        // with 1,100 records a merchant; `bench match`).
-        let candidates = sqlx::query(&format!(
-            "SELECT p.id AS payment_id, s.id AS scheme_id, {} \
-             FROM payments p \
-             JOIN merchants m ON m.id = p.merchant \
-             CROSS JOIN LATERAL (SELECT s.id, s.transaction_id FROM scheme_transactions s \
-               WHERE s.merchant = p.merchant AND s.provider = p.provider \
-                 AND s.status = 'pending' AND s.currency = p.currency \
-                 AND s.amount_minor BETWEEN p.amount_minor - {ALLOWANCE} AND p.amount_minor + {ALLOWANCE} \
-                 AND p.mid = ANY (s.mids) \
-                 AND s.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
-                                     - make_interval(days => m.lookback_days) \
-               OFFSET 0) s \
-             JOIN transactions t ON t.id = s.transaction_id \
-             WHERE p.id = ANY ($1) \
-               AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.payment_id = p.id \
-                               AND r.scheme_id = s.id AND r.status = 'rejected') \
-             ORDER BY p.id, s.id",
-            prefixed_transaction_columns("t")
-        ))
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
         let mut index = std::collections::HashMap::with_capacity(ids.len());
         for (w, mw) in work.iter().enumerate() {
             for (p, pw) in mw.payments.iter().enumerate() {
                 index.insert(pw.payment_id, (w, p));
             }
         }
-        for row in &candidates {
-            let payment_id: i64 = row.try_get("payment_id")?;
+        for &(payment_id, scheme_id, transaction_id) in &candidates {
             let Some(&(w, p)) = index.get(&payment_id) else {
                 continue;
             };
@@ -637,10 +667,8 @@ impl Store {
                 *pw.too_many.get_or_insert(MAX_CANDIDATES) += 1;
                 continue;
             }
-            pw.candidate_ids.push(row.try_get("scheme_id")?);
-            pw.group
-                .candidates
-                .push(stored_transaction(row)?.transaction);
+            pw.candidate_ids.push(scheme_id);
+            pw.group.candidates.push(transaction(transaction_id)?);
         }
         for mw in &mut work {
             for pw in &mut mw.payments {
@@ -1474,19 +1502,31 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
     .bind(import_id)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("ALTER TABLE stage_p ADD COLUMN status text")
-        .execute(&mut **tx)
-        .await?;
+    // The status from the columns above (a second pass over the temp
+    // table: it is small next to what follows).
     sqlx::query(&format!(
-        "UPDATE stage_p SET status = CASE WHEN provider = 'amex' AND kind = 'authorisation' \
-             AND mode IN ('spot', 'stream') THEN 'dropped' ELSE {INITIAL_STATUS} END"
+        "CREATE TEMP TABLE stage_s ON COMMIT DROP AS \
+         SELECT *, CASE WHEN provider = 'amex' AND kind = 'authorisation' \
+             AND mode IN ('spot', 'stream') THEN 'dropped' ELSE {INITIAL_STATUS} END AS status \
+         FROM stage_p"
     ))
     .execute(&mut **tx)
     .await?;
-    sqlx::query("ANALYZE stage_p").execute(&mut **tx).await?;
-    let waves: Option<i64> = sqlx::query_scalar("SELECT max(wave) FROM stage_p")
-        .fetch_one(&mut **tx)
+    sqlx::query("DROP TABLE stage_p").execute(&mut **tx).await?;
+    sqlx::query("ALTER TABLE stage_s RENAME TO stage_p")
+        .execute(&mut **tx)
         .await?;
+    sqlx::query("ANALYZE stage_p").execute(&mut **tx).await?;
+    // Rows per wave (dropped ones aside): a wave whose rows all created a
+    // payment has nothing left to settle or record.
+    let wave_rows: std::collections::HashMap<i64, i64> = sqlx::query_as(
+        "SELECT wave, count(*) FROM stage_p WHERE status <> 'dropped' GROUP BY wave",
+    )
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    let waves = wave_rows.keys().max().copied();
     counts.unidentified =
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM stage_p WHERE merchant IS NULL")
             .fetch_one(&mut **tx)
@@ -1502,6 +1542,11 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
     .execute(&mut **tx)
     .await?
     .rows_affected();
+    // Payments are stored merchant by merchant (and scheme records by
+    // merchant, provider, amount): claims go merchant by merchant, so a
+    // batch's reads and status updates touch a few neighbouring pages
+    // instead of one page per row — at a million rows that was most of the
+    // write-ahead log (full-page images) and of the time.
     for wave in 1..=waves.unwrap_or(0) {
         let created: Vec<i64> = sqlx::query_scalar(
             "WITH ins AS ( \
@@ -1512,16 +1557,20 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
                  amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
                  first_six, last_four, auth_code, status, status = 'pending', note \
                FROM stage_p WHERE wave = $1 AND status <> 'dropped' \
+               ORDER BY merchant NULLS LAST, transaction_id \
                ON CONFLICT (provider, settlement_key) WHERE settlement_key IS NOT NULL DO NOTHING \
                RETURNING id, transaction_id) \
              INSERT INTO payment_legs (transaction_id, payment_id, action) \
-             SELECT transaction_id, id, 'created' FROM ins RETURNING payment_id",
+             SELECT transaction_id, id, 'created' FROM ins ORDER BY transaction_id RETURNING payment_id",
         )
         .bind(wave)
         .fetch_all(&mut **tx)
         .await?;
         counts.payments_created += created.len() as u64;
         decided_without_partner(tx, &created).await?;
+        if created.len() as i64 >= wave_rows.get(&wave).copied().unwrap_or(0) {
+            continue;
+        }
         // Settlements (any non-auth, non-refund leg) onto an undecided
         // payment of the same key (matching-rules.md §3).
         let settled = sqlx::query(&format!(
@@ -1597,6 +1646,7 @@ async fn stage_scheme(
                 WHEN src.kind = 'refund' OR src.amount_minor < 0 THEN 'refund' \
                 ELSE 'pending' END \
          FROM src \
+         ORDER BY src.merchant NULLS LAST, src.provider, src.amount_minor, src.id \
          ON CONFLICT (transaction_id) DO NOTHING \
          RETURNING id, status",
     )
@@ -1731,15 +1781,6 @@ async fn supersede_reviews(tx: &mut PgConnection, payments: &[i64]) -> Result<()
     .execute(tx)
     .await?;
     Ok(())
-}
-
-/// [`TRANSACTION_COLUMNS`] qualified by `alias`.
-fn prefixed_transaction_columns(alias: &str) -> String {
-    TRANSACTION_COLUMNS
-        .split(',')
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 const MATCH_SELECT: &str = "SELECT x.id, x.kind, mm.slug AS merchant, x.payment_id, \
