@@ -1793,30 +1793,48 @@ async fn assert_one_match_each(w: &World, records: usize) {
     );
 }
 
-/// Two daemons on one database (each with its default workers) match
-/// 3000 payments where every merchant record is wanted by exactly two
-/// payments (one pair in each worker's batch for most records): every
-/// record and every payment ends in at most one match, and each record goes
-/// to one of its own two payments.
+/// Two daemons on one database match 3000 payments where every merchant
+/// record is wanted by exactly two payments. Daemon A holds a claim on the
+/// first 1000 while daemon B's engine claims and decides the other 2000
+/// (it skips A's locked rows, and takes every record: records 0–999 go to
+/// payments 1500–2499, records 1000–1499 to one of their two payments in
+/// its own batch); A then commits choices that are all taken, and both
+/// engines finish side by side. Every record and every payment ends in at
+/// most one match, and each record goes to one of its own two payments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_engines_never_put_a_transaction_in_two_matches() {
     const RECORDS: usize = 1500;
     let w = competing_payments(RECORDS).await;
     let other = w.second_context().await;
+
+    let held = w
+        .store()
+        .claim_match_batch(1000)
+        .await
+        .unwrap()
+        .expect("A claims 1000");
+    assert_eq!(held.len(), 1000);
+    let mut b = MatchStats::default();
+    engine::match_pending(&other, &mut b).await.unwrap();
+    assert_eq!(
+        (b.decided.matched, b.decided.lost, b.decided.errors),
+        (RECORDS as u64, 500, 0),
+        "{b:?}"
+    );
+    let verdicts = decide(&w.ctx, &held).await;
+    let a = held.commit(verdicts).await.unwrap();
+    assert_eq!((a.matched, a.lost), (0, 1000), "{a:?}");
+
+    // The losers are claimed again by whichever engine comes first, and
+    // find nothing left.
     let (a, b) = tokio::join!(
         engine::run_until_idle(&w.ctx),
         engine::run_until_idle(&other)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.decided.errors + b.decided.errors, 0, "{a:?} {b:?}");
-    assert_eq!(
-        a.decided.matched + b.decided.matched,
-        RECORDS as u64,
-        "{a:?} {b:?}"
-    );
-    // Both engines did part of the work, and some of their choices collided.
-    assert!(a.claimed > 0 && b.claimed > 0, "{a:?} {b:?}");
-    assert!(a.decided.lost + b.decided.lost > 0, "{a:?} {b:?}");
+    assert_eq!(a.decided.matched + b.decided.matched, 0, "{a:?} {b:?}");
+    assert_eq!(a.claimed + b.claimed, 1000, "{a:?} {b:?}");
 
     assert_one_match_each(&w, RECORDS).await;
     other.store.close().await;
@@ -1900,4 +1918,134 @@ async fn percent_tolerance_and_registered_cards_only() {
         w.tx("costa", "COSTA-TX-R-11").await
     );
     assert_eq!((open[0].confidence, open[0].candidates), (60, 2));
+}
+
+/// Two daemons stage and match a Visa auth file, the settlement file of
+/// the same purchases and Costa's file at once: the auth file is staged
+/// before its settlements whichever daemon takes which, so every purchase
+/// is one payment carrying its settled amount, and every payment is matched
+/// to the record of that amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_stage_in_import_order_collapse_and_match() {
+    const PURCHASES: usize = 400;
+    let w = World::start().await;
+    w.merchant("costa", match_mode()).await;
+    w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
+    w.cards(&[("tok-costa-1", "454321", "4821")]).await;
+    let element = |k: &str, v: String| json!({ "Key": k, "Value": v });
+    let (mut auths, mut settlements, mut records) = (String::new(), Vec::new(), Vec::new());
+    for i in 0..PURCHASES {
+        let id = format!("COSTA-PAR-{i:04}");
+        let time = format!(
+            "2024-03-09T{:02}:{:02}:{:02}",
+            8 + i / 3600,
+            (i / 60) % 60,
+            i % 60
+        );
+        let code = format!("{:06}", 300_000 + i);
+        // The auth is 0.50 less than what settles (a tip).
+        let (auth_minor, settled_minor) = (1000 + i as i64, 1050 + i as i64);
+        let major = |m: i64| format!("{}.{:02}", m / 100, m % 100);
+        auths.push_str(
+            &json!({
+                "ExternalUserId": "tok-costa-1",
+                "MessageElementsCollection": [
+                    element("Transaction.VipTransactionId", id.clone()),
+                    element("Transaction.TimeStampYYMMDD", time.clone()),
+                    element("Transaction.TransactionAmount", major(auth_minor)),
+                    element("Transaction.MerchantCardAcceptorId", "COSTA-MID-7781".into()),
+                    element("Transaction.VisaStoreId", String::new()),
+                    element("Transaction.VisaMerchantId", String::new()),
+                    element("Transaction.AuthCode", code.clone()),
+                    element("Transaction.CurrencyCodeNumeric", "826".into()),
+                ],
+            })
+            .to_string(),
+        );
+        auths.push('\n');
+        settlements.push(json!({
+            "ExternalUserId": "tok-costa-1",
+            "MessageElementsCollection": [
+                element("Transaction.VipTransactionId", id.clone()),
+                element("Transaction.MerchantDateTimeGMT", time.clone()),
+                element("Transaction.SettlementAmount", major(settled_minor)),
+                element("Transaction.MerchantCardAcceptorId", "COSTA-MID-7781".into()),
+                element("Transaction.VisaStoreId", String::new()),
+                element("Transaction.VisaMerchantId", String::new()),
+                element("Transaction.AuthCode", code.clone()),
+                element("Transaction.CurrencyCodeNumeric", "826".into()),
+            ],
+        }));
+        records.push(json!({
+            "transaction_id": format!("COSTA-REC-{i:04}"),
+            "payment_card_type": "visa",
+            "payment_card_first_six": "454321",
+            "payment_card_last_four": "4821",
+            "amount": serde_json::Number::from_f64(settled_minor as f64 / 100.0).unwrap(),
+            "currency_code": "GBP",
+            "auth_code": code,
+            "date": format!("{time}+00:00"),
+            "merchant_identifier": "COSTA-MID-7781",
+            "retailer_location_id": "CST-0042",
+            "metadata": {},
+            "items_ordered": "{}",
+        }));
+    }
+    w.import_bytes("visa-auth", "auths.ndjson", auths.into_bytes())
+        .await;
+    w.import_bytes(
+        "visa-settlement",
+        "settlements.json",
+        serde_json::to_vec(&settlements).unwrap(),
+    )
+    .await;
+    w.import_bytes("costa", "costa.json", serde_json::to_vec(&records).unwrap())
+        .await;
+
+    let other = w.second_context().await;
+    let (a, b) = tokio::join!(
+        engine::run_until_idle(&w.ctx),
+        engine::run_until_idle(&other)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.imports_staged + b.imports_staged, 3, "{a:?} {b:?}");
+    assert_eq!(
+        (
+            a.staged.payments_created + b.staged.payments_created,
+            a.staged.payments_settled + b.staged.payments_settled,
+            a.staged.legs_ignored + b.staged.legs_ignored,
+            a.staged.scheme_pending + b.staged.scheme_pending,
+        ),
+        (PURCHASES as u64, PURCHASES as u64, 0, PURCHASES as u64),
+        "{a:?} {b:?}"
+    );
+    assert_eq!(a.decided.errors + b.decided.errors, 0, "{a:?} {b:?}");
+
+    let count = |sql| w.count(sql);
+    assert_eq!(
+        count("SELECT count(*) FROM payments").await,
+        PURCHASES as i64
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM payment_legs WHERE action = 'settled'").await,
+        PURCHASES as i64
+    );
+    // Every payment is matched, to the record with its own number, at the
+    // settled amount.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM matches x \
+             JOIN payments p ON p.id = x.payment_id JOIN transactions pt ON pt.id = p.transaction_id \
+             JOIN scheme_transactions s ON s.id = x.scheme_id JOIN transactions st ON st.id = s.transaction_id \
+             WHERE x.kind = 'matched' AND pt.kind = 'settlement' AND p.amount_minor = s.amount_minor \
+               AND substr(pt.external_id, 11) = substr(st.external_id, 11)"
+        )
+        .await,
+        PURCHASES as i64
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM payments WHERE status <> 'matched' OR needs_match").await,
+        0
+    );
+    other.store.close().await;
 }

@@ -70,15 +70,7 @@ pub async fn stage_pending(ctx: &Context, stats: &mut MatchStats) -> Result<(), 
     {
         tracing::info!(import_id, ?counts, "import staged");
         stats.imports_staged += 1;
-        let s = &mut stats.staged;
-        s.payments_created += counts.payments_created;
-        s.payments_settled += counts.payments_settled;
-        s.legs_ignored += counts.legs_ignored;
-        s.unidentified += counts.unidentified;
-        s.scheme_pending += counts.scheme_pending;
-        s.scheme_unassigned += counts.scheme_unassigned;
-        s.scheme_refunds += counts.scheme_refunds;
-        s.payments_flagged += counts.payments_flagged;
+        stats.staged += counts;
     }
     Ok(())
 }

@@ -94,6 +94,19 @@ pub struct StageCounts {
     pub payments_flagged: u64,
 }
 
+impl std::ops::AddAssign for StageCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.payments_created += o.payments_created;
+        self.payments_settled += o.payments_settled;
+        self.legs_ignored += o.legs_ignored;
+        self.unidentified += o.unidentified;
+        self.scheme_pending += o.scheme_pending;
+        self.scheme_unassigned += o.scheme_unassigned;
+        self.scheme_refunds += o.scheme_refunds;
+        self.payments_flagged += o.payments_flagged;
+    }
+}
+
 /// What a re-identification pass changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Reidentified {
