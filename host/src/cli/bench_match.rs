@@ -17,6 +17,12 @@
 //! (identification, collapse, scheme records, flags) and matching (claim,
 //! matcher plugin, commit) — and a tracing layer splits it into those
 //! phases and the SQL statements that took the time.
+//!
+//! Development: with `ACCORD_BENCH_MATCH_TEMPLATE=<name>` the first run
+//! keeps its ingested database as template `<name>` and later runs start
+//! from a copy of it (same `--payments`/`--merchants`), so an iteration
+//! measures staging and matching without ingesting again. Drop the template
+//! database when done.
 
 use super::bench::with_database;
 use super::plugin::{build, cli_runtime};
