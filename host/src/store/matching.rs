@@ -18,7 +18,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{FromRow as _, PgConnection, Row};
 
 use super::read::{TRANSACTION_COLUMNS, stored_transaction};
 use super::{Result, Store, StoreError, Tx, record_event};
@@ -220,7 +220,7 @@ pub struct MatchRow {
 }
 
 /// A payment as stored (its effective fields after the collapse).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct PaymentRow {
     pub id: i64,
     pub status: String,
@@ -248,7 +248,7 @@ pub struct PaymentRow {
 }
 
 /// A merchant-side record as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct SchemeRow {
     pub id: i64,
     pub transaction_id: i64,
@@ -262,7 +262,7 @@ pub struct SchemeRow {
 }
 
 /// What happened to one payment-side transaction at staging.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct LegRow {
     pub transaction_id: i64,
     pub payment_id: Option<i64>,
@@ -1852,55 +1852,15 @@ fn match_row(row: &PgRow) -> Result<MatchRow> {
 }
 
 fn payment_row(row: &PgRow) -> Result<PaymentRow> {
-    Ok(PaymentRow {
-        id: row.try_get("id")?,
-        status: row.try_get("status")?,
-        merchant: row.try_get("merchant")?,
-        provider: row.try_get("provider")?,
-        mid: row.try_get("mid")?,
-        settlement_key: row.try_get("settlement_key")?,
-        transaction_id: row.try_get("transaction_id")?,
-        kind: row.try_get("kind")?,
-        amount_minor: row.try_get("amount_minor")?,
-        currency: row.try_get::<String, _>("currency")?.trim().to_owned(),
-        occurred_at: row.try_get("occurred_at")?,
-        card_token: row.try_get("card_token")?,
-        first_six: row.try_get("first_six")?,
-        last_four: row.try_get("last_four")?,
-        auth_code: row.try_get("auth_code")?,
-        attempts: row.try_get("attempts")?,
-        last_attempt_at: row.try_get("last_attempt_at")?,
-        last_candidates: row.try_get("last_candidates")?,
-        last_reason: row.try_get("last_reason")?,
-        last_plugin: row.try_get("last_plugin")?,
-        note: row.try_get("note")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+    Ok(PaymentRow::from_row(row)?)
 }
 
 fn scheme_row(row: &PgRow) -> Result<SchemeRow> {
-    Ok(SchemeRow {
-        id: row.try_get("id")?,
-        transaction_id: row.try_get("transaction_id")?,
-        status: row.try_get("status")?,
-        merchant: row.try_get("merchant")?,
-        provider: row.try_get("provider")?,
-        amount_minor: row.try_get("amount_minor")?,
-        currency: row.try_get::<String, _>("currency")?.trim().to_owned(),
-        mids: row.try_get("mids")?,
-        created_at: row.try_get("created_at")?,
-    })
+    Ok(SchemeRow::from_row(row)?)
 }
 
 fn leg_row(row: &PgRow) -> Result<LegRow> {
-    Ok(LegRow {
-        transaction_id: row.try_get("transaction_id")?,
-        payment_id: row.try_get("payment_id")?,
-        action: row.try_get("action")?,
-        note: row.try_get("note")?,
-        at: row.try_get("at")?,
-    })
+    Ok(LegRow::from_row(row)?)
 }
 
 fn review_row(row: &PgRow) -> Result<ReviewRow> {
