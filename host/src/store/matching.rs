@@ -20,7 +20,7 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow as _, PgConnection, Row};
 
-use super::read::{TRANSACTION_COLUMNS, stored_transaction};
+use super::read::{TRANSACTION_COLUMNS, plugin_identity, stored_transaction};
 use super::{Result, Store, StoreError, Tx, record_event};
 use crate::domain::{Cardholder, MatchGroup, PluginIdentity};
 
@@ -1822,18 +1822,7 @@ const REVIEW_SELECT: &str = "SELECT r.id, r.status, mm.slug AS merchant, r.payme
      JOIN scheme_transactions s ON s.id = r.scheme_id";
 
 fn match_row(row: &PgRow) -> Result<MatchRow> {
-    let plugin = match row.try_get::<Option<String>, _>("plugin_name")? {
-        Some(name) => Some(PluginIdentity {
-            name,
-            version: row
-                .try_get::<Option<String>, _>("plugin_version")?
-                .unwrap_or_default(),
-            sha256: row
-                .try_get::<Option<String>, _>("plugin_sha256")?
-                .unwrap_or_default(),
-        }),
-        None => None,
-    };
+    let plugin = plugin_identity(row)?;
     Ok(MatchRow {
         id: row.try_get("id")?,
         kind: row.try_get("kind")?,

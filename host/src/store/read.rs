@@ -123,8 +123,10 @@ fn parse_col<T: std::str::FromStr<Err = String>>(row: &PgRow, column: &str) -> R
     s.parse().map_err(|e| corrupt(column, e))
 }
 
-fn import_row(row: &PgRow) -> Result<ImportRow> {
-    let plugin = match row.try_get::<Option<String>, _>("plugin_name")? {
+/// The plugin build recorded in a row's nullable `plugin_name`,
+/// `plugin_version` and `plugin_sha256` columns (imports, matches).
+pub(super) fn plugin_identity(row: &PgRow) -> Result<Option<PluginIdentity>> {
+    Ok(match row.try_get::<Option<String>, _>("plugin_name")? {
         Some(name) => Some(PluginIdentity {
             name,
             version: row
@@ -135,7 +137,11 @@ fn import_row(row: &PgRow) -> Result<ImportRow> {
                 .unwrap_or_default(),
         }),
         None => None,
-    };
+    })
+}
+
+fn import_row(row: &PgRow) -> Result<ImportRow> {
+    let plugin = plugin_identity(row)?;
     let counts = match (
         row.try_get::<Option<i64>, _>("accepted")?,
         row.try_get::<Option<i64>, _>("duplicates")?,
