@@ -1488,12 +1488,15 @@ async fn stage_import(tx: &mut Tx, import_id: i64, merchant: Option<&str>) -> Re
 }
 
 async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -> Result<()> {
-    // Identify every payment-side row of the import once. `wave` orders rows
-    // sharing a settlement key inside the file (first wins, the next ones
-    // collapse onto it), so one statement per wave handles them all.
+    // Identify every payment-side row of the import once and give it its
+    // status. `wave` orders rows sharing a settlement key inside the file
+    // (first wins, the next ones collapse onto it), so one statement per
+    // wave handles them all.
     sqlx::query(&format!(
         "CREATE TEMP TABLE stage_p ON COMMIT DROP AS \
-         SELECT t.id AS transaction_id, t.kind, COALESCE(t.provider, '') AS provider, \
+         SELECT *, CASE WHEN provider = 'amex' AND kind = 'authorisation' \
+             AND mode IN ('spot', 'stream') THEN 'dropped' ELSE {INITIAL_STATUS} END AS status \
+         FROM (SELECT t.id AS transaction_id, t.kind, COALESCE(t.provider, '') AS provider, \
            NULLIF(t.settlement_key, '') AS settlement_key, t.amount_minor, t.currency, t.occurred_at, \
            t.utc_offset_seconds, t.time_known, t.card_token, NULLIF(t.card_first_six, '') AS first_six, \
            NULLIF(t.card_last_four, '') AS last_four, NULLIF(t.auth_code, '') AS auth_code, \
@@ -1510,25 +1513,11 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
          FROM transactions t \
          LEFT JOIN LATERAL ({IDENTIFY}) r ON true \
          LEFT JOIN merchants m ON m.id = r.merchant AND NOT r.ambiguous \
-         WHERE t.import_id = $1 AND t.side = 'payment'"
+         WHERE t.import_id = $1 AND t.side = 'payment') identified"
     ))
     .bind(import_id)
     .execute(&mut **tx)
     .await?;
-    // The status from the columns above (a second pass over the temp
-    // table: it is small next to what follows).
-    sqlx::query(&format!(
-        "CREATE TEMP TABLE stage_s ON COMMIT DROP AS \
-         SELECT *, CASE WHEN provider = 'amex' AND kind = 'authorisation' \
-             AND mode IN ('spot', 'stream') THEN 'dropped' ELSE {INITIAL_STATUS} END AS status \
-         FROM stage_p"
-    ))
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("DROP TABLE stage_p").execute(&mut **tx).await?;
-    sqlx::query("ALTER TABLE stage_s RENAME TO stage_p")
-        .execute(&mut **tx)
-        .await?;
     sqlx::query("ANALYZE stage_p").execute(&mut **tx).await?;
     // Rows per wave (dropped ones aside): a wave whose rows all created a
     // payment has nothing left to settle or record.
