@@ -58,6 +58,15 @@ pub struct MatchStats {
     pub swept_unmatched: u64,
 }
 
+impl MatchStats {
+    /// Add what matching batches did (batches, claimed, decided).
+    fn add_batches(&mut self, o: &MatchStats) {
+        self.batches += o.batches;
+        self.claimed += o.claimed;
+        self.decided += o.decided;
+    }
+}
+
 /// Stage every parsed import that is not yet staged, oldest first.
 pub async fn stage_pending(ctx: &Context, stats: &mut MatchStats) -> Result<(), StoreError> {
     let config = ctx.config.clone();
@@ -99,28 +108,17 @@ pub async fn match_pending_with(
     let batches = AtomicU64::new(stats.batches);
     // One worker until a full batch shows a backlog: a few payments are
     // decided in one batch, as one transaction, whatever the setting.
-    loop {
-        let (s, full) = match_one(ctx, &batches).await?;
-        stats.batches += s.batches;
-        stats.claimed += s.claimed;
-        stats.decided += s.decided;
-        if s.claimed == 0 && !full {
-            return Ok(());
-        }
-        if full && workers > 1 {
-            break;
-        }
+    let (first, backlog) = match_worker(ctx, &batches, workers > 1).await?;
+    stats.add_batches(&first);
+    if !backlog {
+        return Ok(());
     }
     let results =
-        futures::future::join_all((0..workers).map(|_| match_worker(ctx, &batches))).await;
+        futures::future::join_all((0..workers).map(|_| match_worker(ctx, &batches, false))).await;
     let mut first_error = None;
     for result in results {
         match result {
-            Ok(s) => {
-                stats.batches += s.batches;
-                stats.claimed += s.claimed;
-                stats.decided += s.decided;
-            }
+            Ok((s, _)) => stats.add_batches(&s),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -129,17 +127,24 @@ pub async fn match_pending_with(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Claim, decide and commit batches until none is left.
-async fn match_worker(ctx: &Context, batches: &AtomicU64) -> Result<MatchStats, StoreError> {
+/// Claim, decide and commit batches until none is left or, with
+/// `until_backlog`, until a full batch shows there is a backlog (then
+/// `true`).
+async fn match_worker(
+    ctx: &Context,
+    batches: &AtomicU64,
+    until_backlog: bool,
+) -> Result<(MatchStats, bool), StoreError> {
     let mut stats = MatchStats::default();
     loop {
         let (s, full) = match_one(ctx, batches).await?;
+        stats.add_batches(&s);
         if s.claimed == 0 && !full {
-            return Ok(stats);
+            return Ok((stats, false));
         }
-        stats.batches += s.batches;
-        stats.claimed += s.claimed;
-        stats.decided += s.decided;
+        if full && until_backlog {
+            return Ok((stats, true));
+        }
     }
 }
 
