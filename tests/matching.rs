@@ -1932,7 +1932,25 @@ async fn two_daemons_stage_in_import_order_collapse_and_match() {
     w.merchant("costa", match_mode()).await;
     w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
     w.cards(&[("tok-costa-1", "454321", "4821")]).await;
-    let element = |k: &str, v: String| json!({ "Key": k, "Value": v });
+    // A Visa VOP message of one purchase: the auth and the settlement differ
+    // only in their time and amount keys.
+    let visa =
+        |id: &str, time_key: &str, time: &str, amount_key: &str, amount: String, code: &str| {
+            let element = |k: &str, v: &str| json!({ "Key": k, "Value": v });
+            json!({
+                "ExternalUserId": "tok-costa-1",
+                "MessageElementsCollection": [
+                    element("Transaction.VipTransactionId", id),
+                    element(time_key, time),
+                    element(amount_key, &amount),
+                    element("Transaction.MerchantCardAcceptorId", "COSTA-MID-7781"),
+                    element("Transaction.VisaStoreId", ""),
+                    element("Transaction.VisaMerchantId", ""),
+                    element("Transaction.AuthCode", code),
+                    element("Transaction.CurrencyCodeNumeric", "826"),
+                ],
+            })
+        };
     let (mut auths, mut settlements, mut records) = (String::new(), Vec::new(), Vec::new());
     for i in 0..PURCHASES {
         let id = format!("COSTA-PAR-{i:04}");
@@ -1947,35 +1965,25 @@ async fn two_daemons_stage_in_import_order_collapse_and_match() {
         let (auth_minor, settled_minor) = (1000 + i as i64, 1050 + i as i64);
         let major = |m: i64| format!("{}.{:02}", m / 100, m % 100);
         auths.push_str(
-            &json!({
-                "ExternalUserId": "tok-costa-1",
-                "MessageElementsCollection": [
-                    element("Transaction.VipTransactionId", id.clone()),
-                    element("Transaction.TimeStampYYMMDD", time.clone()),
-                    element("Transaction.TransactionAmount", major(auth_minor)),
-                    element("Transaction.MerchantCardAcceptorId", "COSTA-MID-7781".into()),
-                    element("Transaction.VisaStoreId", String::new()),
-                    element("Transaction.VisaMerchantId", String::new()),
-                    element("Transaction.AuthCode", code.clone()),
-                    element("Transaction.CurrencyCodeNumeric", "826".into()),
-                ],
-            })
+            &visa(
+                &id,
+                "Transaction.TimeStampYYMMDD",
+                &time,
+                "Transaction.TransactionAmount",
+                major(auth_minor),
+                &code,
+            )
             .to_string(),
         );
         auths.push('\n');
-        settlements.push(json!({
-            "ExternalUserId": "tok-costa-1",
-            "MessageElementsCollection": [
-                element("Transaction.VipTransactionId", id.clone()),
-                element("Transaction.MerchantDateTimeGMT", time.clone()),
-                element("Transaction.SettlementAmount", major(settled_minor)),
-                element("Transaction.MerchantCardAcceptorId", "COSTA-MID-7781".into()),
-                element("Transaction.VisaStoreId", String::new()),
-                element("Transaction.VisaMerchantId", String::new()),
-                element("Transaction.AuthCode", code.clone()),
-                element("Transaction.CurrencyCodeNumeric", "826".into()),
-            ],
-        }));
+        settlements.push(visa(
+            &id,
+            "Transaction.MerchantDateTimeGMT",
+            &time,
+            "Transaction.SettlementAmount",
+            major(settled_minor),
+            &code,
+        ));
         records.push(json!({
             "transaction_id": format!("COSTA-REC-{i:04}"),
             "payment_card_type": "visa",
