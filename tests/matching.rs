@@ -1920,39 +1920,13 @@ async fn percent_tolerance_and_registered_cards_only() {
     assert_eq!((open[0].confidence, open[0].candidates), (60, 2));
 }
 
-/// Two daemons stage and match a Visa auth file, the settlement file of
-/// the same purchases and Costa's file at once: the auth file is staged
-/// before its settlements whichever daemon takes which, so every purchase
-/// is one payment carrying its settled amount, and every payment is matched
-/// to the record of that amount.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_daemons_stage_in_import_order_collapse_and_match() {
-    const PURCHASES: usize = 400;
-    let w = World::start().await;
-    w.merchant("costa", match_mode()).await;
-    w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
-    w.cards(&[("tok-costa-1", "454321", "4821")]).await;
-    // A Visa VOP message of one purchase: the auth and the settlement differ
-    // only in their time and amount keys.
-    let visa =
-        |id: &str, time_key: &str, time: &str, amount_key: &str, amount: String, code: &str| {
-            let element = |k: &str, v: &str| json!({ "Key": k, "Value": v });
-            json!({
-                "ExternalUserId": "tok-costa-1",
-                "MessageElementsCollection": [
-                    element("Transaction.VipTransactionId", id),
-                    element(time_key, time),
-                    element(amount_key, &amount),
-                    element("Transaction.MerchantCardAcceptorId", "COSTA-MID-7781"),
-                    element("Transaction.VisaStoreId", ""),
-                    element("Transaction.VisaMerchantId", ""),
-                    element("Transaction.AuthCode", code),
-                    element("Transaction.CurrencyCodeNumeric", "826"),
-                ],
-            })
-        };
+/// The feeds of `purchases` Costa purchases on one registered Visa card:
+/// the Visa auth file (NDJSON), the settlement file of the same purchases
+/// (each settles 0.50 more than its auth: a tip) and Costa's file with one
+/// record per purchase at the settled amount.
+fn costa_feeds(purchases: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let (mut auths, mut settlements, mut records) = (String::new(), Vec::new(), Vec::new());
-    for i in 0..PURCHASES {
+    for i in 0..purchases {
         let id = format!("COSTA-PAR-{i:04}");
         let time = format!(
             "2024-03-09T{:02}:{:02}:{:02}",
@@ -1963,52 +1937,115 @@ async fn two_daemons_stage_in_import_order_collapse_and_match() {
         let code = format!("{:06}", 300_000 + i);
         // The auth is 0.50 less than what settles (a tip).
         let (auth_minor, settled_minor) = (1000 + i as i64, 1050 + i as i64);
-        let major = |m: i64| format!("{}.{:02}", m / 100, m % 100);
-        auths.push_str(
-            &visa(
-                &id,
-                "Transaction.TimeStampYYMMDD",
-                &time,
-                "Transaction.TransactionAmount",
-                major(auth_minor),
-                &code,
-            )
-            .to_string(),
-        );
+        auths.push_str(&visa_auth(&id, &time, auth_minor, &code).to_string());
         auths.push('\n');
-        settlements.push(visa(
-            &id,
-            "Transaction.MerchantDateTimeGMT",
+        settlements.push(visa_settlement(&id, &time, settled_minor, &code));
+        records.push(costa_record(
+            &format!("COSTA-REC-{i:04}"),
             &time,
-            "Transaction.SettlementAmount",
-            major(settled_minor),
+            settled_minor,
             &code,
         ));
-        records.push(json!({
-            "transaction_id": format!("COSTA-REC-{i:04}"),
-            "payment_card_type": "visa",
-            "payment_card_first_six": "454321",
-            "payment_card_last_four": "4821",
-            "amount": serde_json::Number::from_f64(settled_minor as f64 / 100.0).unwrap(),
-            "currency_code": "GBP",
-            "auth_code": code,
-            "date": format!("{time}+00:00"),
-            "merchant_identifier": "COSTA-MID-7781",
-            "retailer_location_id": "CST-0042",
-            "metadata": {},
-            "items_ordered": "{}",
-        }));
     }
-    w.import_bytes("visa-auth", "auths.ndjson", auths.into_bytes())
-        .await;
-    w.import_bytes(
-        "visa-settlement",
-        "settlements.json",
+    (
+        auths.into_bytes(),
         serde_json::to_vec(&settlements).unwrap(),
+        serde_json::to_vec(&records).unwrap(),
     )
-    .await;
-    w.import_bytes("costa", "costa.json", serde_json::to_vec(&records).unwrap())
+}
+
+/// A Visa VOP auth message at Costa's MID on card `tok-costa-1` (`time` in
+/// UTC); an empty `code` is a purchase without one.
+fn visa_auth(id: &str, time: &str, minor: i64, code: &str) -> Value {
+    visa_vop(
+        id,
+        "Transaction.TimeStampYYMMDD",
+        time,
+        "Transaction.TransactionAmount",
+        minor,
+        code,
+    )
+}
+
+/// The settlement message of [`visa_auth`]'s purchase.
+fn visa_settlement(id: &str, time: &str, minor: i64, code: &str) -> Value {
+    visa_vop(
+        id,
+        "Transaction.MerchantDateTimeGMT",
+        time,
+        "Transaction.SettlementAmount",
+        minor,
+        code,
+    )
+}
+
+/// A Visa VOP message: an auth and a settlement differ only in their time
+/// and amount keys.
+fn visa_vop(
+    id: &str,
+    time_key: &str,
+    time: &str,
+    amount_key: &str,
+    minor: i64,
+    code: &str,
+) -> Value {
+    let element = |k: &str, v: &str| json!({ "Key": k, "Value": v });
+    json!({
+        "ExternalUserId": "tok-costa-1",
+        "MessageElementsCollection": [
+            element("Transaction.VipTransactionId", id),
+            element(time_key, time),
+            element(amount_key, &format!("{}.{:02}", minor / 100, minor % 100)),
+            element("Transaction.MerchantCardAcceptorId", "COSTA-MID-7781"),
+            element("Transaction.VisaStoreId", ""),
+            element("Transaction.VisaMerchantId", ""),
+            element("Transaction.AuthCode", code),
+            element("Transaction.CurrencyCodeNumeric", "826"),
+        ],
+    })
+}
+
+/// A Costa record on the card of `tok-costa-1` at Costa's MID.
+fn costa_record(id: &str, time: &str, minor: i64, code: &str) -> Value {
+    json!({
+        "transaction_id": id,
+        "payment_card_type": "visa",
+        "payment_card_first_six": "454321",
+        "payment_card_last_four": "4821",
+        "amount": serde_json::Number::from_f64(minor as f64 / 100.0).unwrap(),
+        "currency_code": "GBP",
+        "auth_code": code,
+        "date": format!("{time}+00:00"),
+        "merchant_identifier": "COSTA-MID-7781",
+        "retailer_location_id": "CST-0042",
+        "metadata": {},
+        "items_ordered": "{}",
+    })
+}
+
+/// Costa with its MID and the card of [`costa_feeds`].
+async fn costa_world() -> World {
+    let w = World::start().await;
+    w.merchant("costa", match_mode()).await;
+    w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
+    w.cards(&[("tok-costa-1", "454321", "4821")]).await;
+    w
+}
+
+/// Two daemons stage and match a Visa auth file, the settlement file of
+/// the same purchases and Costa's file at once: the auth file is staged
+/// before its settlements whichever daemon takes which, so every purchase
+/// is one payment carrying its settled amount, and every payment is matched
+/// to the record of that amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_stage_in_import_order_collapse_and_match() {
+    const PURCHASES: usize = 400;
+    let w = costa_world().await;
+    let (auths, settlements, records) = costa_feeds(PURCHASES);
+    w.import_bytes("visa-auth", "auths.ndjson", auths).await;
+    w.import_bytes("visa-settlement", "settlements.json", settlements)
         .await;
+    w.import_bytes("costa", "costa.json", records).await;
 
     let other = w.second_context().await;
     let (a, b) = tokio::join!(
@@ -2056,4 +2093,122 @@ async fn two_daemons_stage_in_import_order_collapse_and_match() {
         0
     );
     other.store.close().await;
+}
+
+/// Payment-side and merchant-side staging run side by side, and matching
+/// runs beside payment-side staging. Here another daemon is staging a
+/// payment file (its lock is held): Costa's file is staged meanwhile and
+/// the Visa auths wait; once the auths are staged (below their records'
+/// amounts: no match yet), matching claims them while payment-side staging
+/// is held up again; the settlements then collapse onto the auths and every
+/// purchase matches its record at the settled amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_staging_and_matching_run_beside_payment_staging() {
+    const PURCHASES: usize = 50;
+    let w = costa_world().await;
+    let (auths, settlements, records) = costa_feeds(PURCHASES);
+    let auth_import = w.import_bytes("visa-auth", "auths.ndjson", auths).await;
+    let record_import = w.import_bytes("costa", "costa.json", records).await;
+    let sides = |import: i64| {
+        let pool = w.store().pool().clone();
+        async move {
+            sqlx::query_scalar::<_, Vec<String>>("SELECT sides FROM imports WHERE id = $1")
+                .bind(import)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(sides(auth_import).await, ["payment"]);
+    assert_eq!(sides(record_import).await, ["merchant"]);
+    let staged = |import: i64| {
+        let pool = w.store().pool().clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT staged_at IS NOT NULL FROM imports WHERE id = $1")
+                .bind(import)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let hold_payment_staging = || async {
+        let mut other = w.store().pool().begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(accord::store::matching::PAYMENT_STAGING_LOCK)
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        other
+    };
+
+    let held = hold_payment_staging().await;
+    let stager = {
+        let ctx = w.second_context().await;
+        tokio::spawn(async move {
+            let mut stats = MatchStats::default();
+            let result = engine::stage_pending(&ctx, &mut stats).await;
+            ctx.store.close().await;
+            result.map(|()| stats)
+        })
+    };
+    // The merchant-side stager does not wait for the payment side's lock.
+    let mut waited = 0;
+    while !staged(record_import).await {
+        waited += 1;
+        assert!(waited < 600, "Costa's file was not staged within a minute");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!staged(auth_import).await);
+    assert_eq!(w.count("SELECT count(*) FROM payments").await, 0);
+    assert_eq!(
+        w.count("SELECT count(*) FROM scheme_transactions WHERE status = 'pending'")
+            .await,
+        PURCHASES as i64
+    );
+    held.rollback().await.unwrap();
+    let stats = stager.await.unwrap().unwrap();
+    assert_eq!(
+        (stats.imports_staged, stats.staged.payments_created),
+        (2, PURCHASES as u64),
+        "{stats:?}"
+    );
+
+    // Claims do not wait for payment-side staging.
+    let held = hold_payment_staging().await;
+    let mut stats = MatchStats::default();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        engine::match_pending(&w.ctx, &mut stats),
+    )
+    .await
+    .expect("matching waited for payment-side staging")
+    .unwrap();
+    assert_eq!(
+        (
+            stats.claimed,
+            stats.decided.matched,
+            stats.decided.unmatched
+        ),
+        (PURCHASES as u64, 0, PURCHASES as u64),
+        "{stats:?}"
+    );
+    held.rollback().await.unwrap();
+
+    w.import_bytes("visa-settlement", "settlements.json", settlements)
+        .await;
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.staged.payments_settled, stats.decided.matched),
+        (PURCHASES as u64, PURCHASES as u64),
+        "{stats:?}"
+    );
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM matches x JOIN payments p ON p.id = x.payment_id \
+             JOIN scheme_transactions s ON s.id = x.scheme_id \
+             WHERE x.kind = 'matched' AND p.amount_minor = s.amount_minor"
+        )
+        .await,
+        PURCHASES as i64
+    );
 }

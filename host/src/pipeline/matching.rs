@@ -1,7 +1,9 @@
 //! The identify and match stages (matching-rules.md), after parse.
 //!
-//! - **Stage** ([`stage_pending`]): every parsed import is staged once, in
-//!   import order: payment-side rows are identified through their MIDs and
+//! - **Stage** ([`stage_pending`]): every parsed import is staged once,
+//!   payment-side imports in import order and merchant-side imports in
+//!   import order, the two kinds side by side: payment-side rows are
+//!   identified through their MIDs and
 //!   collapsed into one payment per purchase by settlement key; per the
 //!   merchant's mode they wait for a partner (match), become SPOTTED, or are
 //!   streamed (refunds always are); merchant-side rows become scheme records
@@ -31,7 +33,7 @@ use tracing::Instrument as _;
 use super::Context;
 use crate::domain::MatchGroup;
 use crate::plugins::Runtime;
-use crate::store::matching::{BatchCounts, MerchantWork, Verdict};
+use crate::store::matching::{BatchCounts, MerchantWork, Stager, Verdict};
 use crate::store::{Reidentified, StageCounts, StoreError};
 
 /// Payments claimed per batch: one transaction, a few matcher calls.
@@ -67,21 +69,54 @@ impl MatchStats {
     }
 }
 
-/// Stage every parsed import that is not yet staged, oldest first.
+/// Stage every parsed import that is not yet staged: payment-side imports
+/// oldest first, and beside them merchant-side imports oldest first (see
+/// [`Store::stage_next`](crate::store::Store::stage_next) for the locks).
 pub async fn stage_pending(ctx: &Context, stats: &mut MatchStats) -> Result<(), StoreError> {
+    let (payment, merchant) = tokio::join!(
+        stage_all(ctx, Stager::Payment),
+        stage_all(ctx, Stager::Merchant)
+    );
+    // Both run to their end; what either staged is counted, and the first
+    // error is reported.
+    let mut first_error = None;
+    for (imports, counts, error) in [payment, merchant] {
+        stats.imports_staged += imports;
+        stats.staged += counts;
+        if let Some(e) = error {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One stager's imports until none is left or one fails: how many were
+/// staged, what they did, and the failure.
+async fn stage_all(ctx: &Context, stager: Stager) -> (u64, StageCounts, Option<StoreError>) {
     let config = ctx.config.clone();
     let merchant_of = move |source: &str| config.source(source).and_then(|s| s.merchant.clone());
-    while let Some((import_id, counts)) = ctx
-        .store
-        .stage_next(&merchant_of)
-        .instrument(tracing::info_span!("stage"))
-        .await?
-    {
-        tracing::info!(import_id, ?counts, "import staged");
-        stats.imports_staged += 1;
-        stats.staged += counts;
+    let (mut imports, mut total) = (0, StageCounts::default());
+    loop {
+        match ctx
+            .store
+            .stage_next(stager, &merchant_of)
+            .instrument(tracing::info_span!("stage", ?stager))
+            .await
+        {
+            Ok(Some((import_id, counts))) => {
+                tracing::info!(import_id, ?counts, "import staged");
+                imports += 1;
+                total += counts;
+            }
+            Ok(None) => return (imports, total, None),
+            // Rolled back whole (a deadlock with the other stager): the
+            // import is still unstaged; stage it again.
+            Err(e) if e.is_concurrency_abort() => {
+                tracing::info!(error = %e, ?stager, "staging rolled back by the database; staging again");
+            }
+            Err(e) => return (imports, total, Some(e)),
+        }
     }
-    Ok(())
 }
 
 /// Claim and decide flagged payments until none is left, with

@@ -68,8 +68,28 @@ const WIDEST: &str = "greatest(m.tolerance_minor, CASE WHEN m.tolerance_bp > 0 \
 /// The allowed amount difference for payment `p` of merchant `m`.
 const ALLOWANCE: &str = "greatest(m.tolerance_minor, abs(p.amount_minor) * m.tolerance_bp / 10000)";
 
-/// The advisory lock that serialises staging (any constant unique to it).
-const STAGING_LOCK: i64 = 0x6163_636f_7264_0001;
+/// The advisory lock that serialises merchant-side staging and
+/// re-identification; matcher claims take it shared (any constant unique
+/// to it; `pg_locks` shows its low 32 bits as `objid`).
+pub const SCHEME_STAGING_LOCK: i64 = 0x6163_636f_7264_0001;
+
+/// The advisory lock that serialises payment-side staging: in import order,
+/// so an auth is staged before its settlement. Not taken by claims.
+pub const PAYMENT_STAGING_LOCK: i64 = 0x6163_636f_7264_0002;
+
+/// An import whose rows are all merchant-side (and standalone), by
+/// `imports.sides`; NULL (parsed before migration 0005) is not.
+const MERCHANT_ONLY: &str =
+    "(sides IS NOT NULL AND NOT 'payment' = ANY (sides) AND 'merchant' = ANY (sides))";
+
+/// Which imports a stager takes (see [`Store::stage_next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stager {
+    /// Every import with payment-side rows (and those of unknown sides).
+    Payment,
+    /// Imports of merchant-side rows only.
+    Merchant,
+}
 
 /// At most this many candidates go to a matcher for one payment; more than
 /// that is a data problem (a MID shared by a whole chain, a constant
@@ -342,23 +362,39 @@ pub enum RedressError {
 }
 
 impl Store {
-    /// The oldest parsed import not yet staged, staged (one at a time across
-    /// every worker and daemon): payments identified and collapsed,
-    /// scheme records created, pending payments flagged. `merchant_of`
-    /// names the merchant of a merchant-side source (config), if any.
-    /// `None` when no import is waiting.
+    /// The oldest parsed import not yet staged of `stager`'s kind, staged:
+    /// payments identified and collapsed, scheme records created, pending
+    /// payments flagged. `merchant_of` names the merchant of a
+    /// merchant-side source (config), if any. `None` when no such import
+    /// is waiting.
+    ///
+    /// Locks: payment-side imports are staged one at a time across every
+    /// worker and daemon, in import order (the collapse needs an auth
+    /// before its settlement); merchant-side ones likewise, and exclusive of
+    /// matcher claims (they take that lock shared): a merchant-side import
+    /// flags the payments committed before it, so it must not run beside a
+    /// claim that decides with a snapshot missing its records. The two
+    /// kinds run side by side: a new payment is flagged when it is created,
+    /// so a merchant-side import needs no payment import to be committed
+    /// first. An import with both sides takes both locks (payment first).
+    /// A payment-side import does run beside claims: a settlement waits for
+    /// a claimed payment's decision and then finds it decided or pending.
+    ///
+    /// The two kinds can deadlock on a payment both update (a settlement
+    /// and a flag); PostgreSQL then rolls one back whole
+    /// ([`StoreError::is_concurrency_abort`]) and the caller stages it again.
     pub async fn stage_next(
         &self,
+        stager: Stager,
         merchant_of: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<(i64, StageCounts)>> {
         let mut tx = self.pool.begin().await?;
-        // Staging is serial across workers and daemons, and exclusive of
-        // matcher claims (they take this lock shared): a merchant-side import
-        // flags the payments committed before it, so it must not run beside
-        // a payment-side import that is not committed yet, nor beside a claim
-        // that decides with a snapshot missing its records.
+        let (lock, which) = match stager {
+            Stager::Payment => (PAYMENT_STAGING_LOCK, format!("NOT {MERCHANT_ONLY}")),
+            Stager::Merchant => (SCHEME_STAGING_LOCK, MERCHANT_ONLY.to_owned()),
+        };
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(STAGING_LOCK)
+            .bind(lock)
             .execute(&mut *tx)
             .await?;
         // Staging sorts and hashes whole imports (waves, merchant order):
@@ -366,15 +402,22 @@ impl Store {
         sqlx::query("SET LOCAL work_mem = '128MB'")
             .execute(&mut *tx)
             .await?;
-        let Some(row) = sqlx::query(
-            "SELECT id, source FROM imports WHERE status = 'parsed' AND staged_at IS NULL \
-             ORDER BY id LIMIT 1 FOR UPDATE",
-        )
+        let Some(row) = sqlx::query(&format!(
+            "SELECT id, source, (sides IS NULL OR 'merchant' = ANY (sides)) AS has_merchant_side \
+             FROM imports WHERE status = 'parsed' AND staged_at IS NULL AND {which} \
+             ORDER BY id LIMIT 1 FOR UPDATE"
+        ))
         .fetch_optional(&mut *tx)
         .await?
         else {
             return Ok(None);
         };
+        if stager == Stager::Payment && row.try_get::<bool, _>("has_merchant_side")? {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SCHEME_STAGING_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         let import_id: i64 = row.try_get("id")?;
         let source: String = row.try_get("source")?;
         let merchant = merchant_of(&source);
@@ -416,11 +459,14 @@ impl Store {
     /// and payments whose matcher failed, once their pause is over.
     pub async fn reidentify(&self) -> Result<Reidentified> {
         let mut tx = self.pool.begin().await?;
-        // It creates candidates and flags payments, as staging does.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(STAGING_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        // It creates candidates and flags payments, as staging of both
+        // sides does (locks in staging's order: payment side first).
+        for lock in [PAYMENT_STAGING_LOCK, SCHEME_STAGING_LOCK] {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut out = Reidentified::default();
         // Unidentified → identified: same rules as staging.
         let ids: Vec<i64> = sqlx::query_scalar(&format!(
@@ -529,10 +575,11 @@ impl Store {
     /// merchant's tolerance; pairs a reviewer rejected are left out).
     pub async fn claim_match_batch(&self, limit: i64) -> Result<Option<MatchBatch>> {
         let mut tx = self.pool.begin().await?;
-        // Shared with other matchers, exclusive of staging: staging's
-        // triggers then never race a claim whose snapshot misses new records.
+        // Shared with other matchers, exclusive of merchant-side staging:
+        // its triggers then never race a claim whose snapshot misses new
+        // records.
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(STAGING_LOCK)
+            .bind(SCHEME_STAGING_LOCK)
             .execute(&mut *tx)
             .await?;
         // Three reads: the claim, the candidates' ids, then every

@@ -35,6 +35,8 @@ pub struct Parsing {
     plugin: PluginIdentity,
     staged: u64,
     rejected: u64,
+    /// The sides of the rows staged so far (`imports.sides`).
+    sides: std::collections::BTreeSet<&'static str>,
     buf: Vec<u8>,
 }
 
@@ -115,6 +117,7 @@ impl Store {
             plugin: plugin.clone(),
             staged: 0,
             rejected: 0,
+            sides: Default::default(),
             buf: Vec::with_capacity(COPY_FLUSH_BYTES + 64 * 1024),
         })
     }
@@ -251,6 +254,7 @@ impl Parsing {
                 }
                 self.staged += 1;
                 staged += 1;
+                self.sides.insert(parsed.transaction.side.as_str());
                 encode_transaction(
                     &mut self.buf,
                     self.staged as i64,
@@ -361,7 +365,7 @@ impl Parsing {
         sqlx::query(
             "UPDATE imports SET status = 'parsed', error = NULL, parsed_at = now(), \
              plugin_name = $2, plugin_version = $3, plugin_sha256 = $4, \
-             accepted = $5, duplicates = $6, rejected = $7 \
+             accepted = $5, duplicates = $6, rejected = $7, sides = $8 \
              WHERE id = $1",
         )
         .bind(self.import_id)
@@ -371,6 +375,7 @@ impl Parsing {
         .bind(counts.accepted as i64)
         .bind(counts.duplicates as i64)
         .bind(counts.rejected as i64)
+        .bind(self.sides.iter().copied().collect::<Vec<_>>())
         .execute(&mut *self.tx)
         .await?;
         record_event(
