@@ -360,6 +360,18 @@ impl World {
             .items
     }
 
+    /// `expr` of import `id` (an expression over `imports`' columns).
+    async fn of_import<T>(&self, expr: &str, id: i64) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar(&format!("SELECT {expr} FROM imports WHERE id = $1"))
+            .bind(id)
+            .fetch_one(self.store().pool())
+            .await
+            .unwrap_or_else(|e| panic!("{expr} of import {id}: {e}"))
+    }
+
     async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(self.store().pool())
@@ -2109,28 +2121,10 @@ async fn merchant_staging_and_matching_run_beside_payment_staging() {
     let (auths, settlements, records) = costa_feeds(PURCHASES);
     let auth_import = w.import_bytes("visa-auth", "auths.ndjson", auths).await;
     let record_import = w.import_bytes("costa", "costa.json", records).await;
-    let sides = |import: i64| {
-        let pool = w.store().pool().clone();
-        async move {
-            sqlx::query_scalar::<_, Vec<String>>("SELECT sides FROM imports WHERE id = $1")
-                .bind(import)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
+    let sides = |import: i64| w.of_import::<Vec<String>>("sides", import);
     assert_eq!(sides(auth_import).await, ["payment"]);
     assert_eq!(sides(record_import).await, ["merchant"]);
-    let staged = |import: i64| {
-        let pool = w.store().pool().clone();
-        async move {
-            sqlx::query_scalar::<_, bool>("SELECT staged_at IS NOT NULL FROM imports WHERE id = $1")
-                .bind(import)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
+    let staged = |import: i64| w.of_import::<bool>("staged_at IS NOT NULL", import);
     let hold_payment_staging = || async {
         let mut other = w.store().pool().begin().await.unwrap();
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -2211,4 +2205,55 @@ async fn merchant_staging_and_matching_run_beside_payment_staging() {
         .await,
         PURCHASES as i64
     );
+}
+
+/// A payment left ambiguous is decided once another payment takes one of
+/// its candidates. Costa × Visa: a purchase without an auth code (time
+/// window 60 s) sees two records on the same card 20 s and 10 s away, and
+/// no fallback separates them: no match. A later purchase whose auth code
+/// is on the first record takes it; the first payment is tried again in the
+/// same run and matches the record that is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_payment_is_retried_when_another_payment_takes_a_candidate() {
+    let w = costa_world().await;
+    let records = vec![
+        costa_record("COSTA-R1", "2024-03-09T08:00:10", 1000, "111111"),
+        costa_record("COSTA-R2", "2024-03-09T08:00:40", 1000, "999999"),
+    ];
+    w.import_bytes("costa", "costa.json", serde_json::to_vec(&records).unwrap())
+        .await;
+    let p2 = visa_auth("COSTA-P2", "2024-03-09T08:00:30", 1000, "").to_string();
+    w.import_bytes("visa-auth", "p2.ndjson", p2.into_bytes())
+        .await;
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.decided.matched, stats.decided.unmatched),
+        (0, 1),
+        "{stats:?}"
+    );
+    let p2 = w.payment(w.tx("visa-auth", "COSTA-P2").await).await;
+    assert_eq!(
+        (p2.status.as_str(), p2.last_candidates, p2.attempts),
+        ("pending", Some(2), 1),
+        "{p2:?}"
+    );
+
+    let p1 = visa_auth("COSTA-P1", "2024-03-09T08:00:00", 1000, "111111").to_string();
+    w.import_bytes("visa-auth", "p1.ndjson", p1.into_bytes())
+        .await;
+    let stats = w.run().await;
+    assert_eq!(
+        (stats.decided.matched, stats.decided.reflagged),
+        (2, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        w.pairs("costa").await,
+        [
+            pair("matched", "visa-auth:COSTA-P1", Some("costa:COSTA-R1")),
+            pair("matched", "visa-auth:COSTA-P2", Some("costa:COSTA-R2")),
+        ]
+    );
+    let p2 = w.payment(w.tx("visa-auth", "COSTA-P2").await).await;
+    assert_eq!((p2.attempts, p2.last_candidates), (2, Some(1)), "{p2:?}");
 }

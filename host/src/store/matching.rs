@@ -202,6 +202,9 @@ pub struct BatchCounts {
     pub errors: u64,
     /// Chosen candidates taken by another payment first; retried.
     pub lost: u64,
+    /// Ambiguous pending payments (here or earlier) that had a record this
+    /// batch matched among their candidates; flagged to try again.
+    pub reflagged: u64,
 }
 
 impl std::ops::AddAssign for BatchCounts {
@@ -211,6 +214,7 @@ impl std::ops::AddAssign for BatchCounts {
         self.unmatched += o.unmatched;
         self.errors += o.errors;
         self.lost += o.lost;
+        self.reflagged += o.reflagged;
     }
 }
 
@@ -1476,6 +1480,7 @@ impl MatchBatch {
         .bind(&a.status)
         .execute(&mut **tx)
         .await?;
+        counts.reflagged = flag_ambiguous(tx, &won_s).await?;
         self.tx.commit().await?;
         Ok(counts)
     }
@@ -1722,10 +1727,25 @@ async fn stage_scheme(
 /// Flag the pending payments that new scheme records `scheme_ids` may be
 /// candidates of (matching-rules.md §4, the merchant-side trigger).
 ///
-/// Runs under the exclusive staging lock, while no matcher holds a claim
-/// (claims take it shared): a payment flagged already is not claimed by
-/// anyone with a snapshot that misses these records, so it is left alone.
+/// Runs under the exclusive merchant-side staging lock, while no matcher
+/// holds a claim (claims take it shared): a payment flagged already is not
+/// claimed by anyone with a snapshot that misses these records, so it is
+/// left alone.
 async fn flag_for_scheme(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u64> {
+    flag_payments_near(tx, scheme_ids, "").await
+}
+
+/// Flag the ambiguous pending payments (last attempt: several candidates,
+/// none chosen) that had one of the just-matched records `scheme_ids` among
+/// their candidates: with it gone, the rest may decide them. Run after the
+/// deciding batch's own attempts are written, so its payments count too.
+async fn flag_ambiguous(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u64> {
+    flag_payments_near(tx, scheme_ids, "AND p2.last_candidates > 1").await
+}
+
+/// Flag the unflagged pending payments that scheme records `scheme_ids` are
+/// (or were) candidates of, restricted by `and` (SQL on `p2`).
+async fn flag_payments_near(tx: &mut PgConnection, scheme_ids: &[i64], and: &str) -> Result<u64> {
     if scheme_ids.is_empty() {
         return Ok(0);
     }
@@ -1734,7 +1754,7 @@ async fn flag_for_scheme(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u6
          FROM (SELECT DISTINCT p2.id FROM scheme_transactions s \
                JOIN merchants m ON m.id = s.merchant \
                JOIN payments p2 ON p2.merchant = s.merchant AND p2.provider = s.provider \
-                 AND p2.status = 'pending' AND NOT p2.needs_match AND p2.currency = s.currency \
+                 AND p2.status = 'pending' AND NOT p2.needs_match {and} AND p2.currency = s.currency \
                  AND p2.amount_minor BETWEEN s.amount_minor - {WIDEST} AND s.amount_minor + {WIDEST} \
                  AND p2.mid = ANY (s.mids) \
                WHERE s.id IN (SELECT unnest($1::bigint[]))) f \
@@ -1786,6 +1806,7 @@ async fn set_matched(
     .bind(status)
     .execute(&mut *tx)
     .await?;
+    flag_ambiguous(tx, schemes).await?;
     Ok(())
 }
 
