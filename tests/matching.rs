@@ -2257,3 +2257,59 @@ async fn an_ambiguous_payment_is_retried_when_another_payment_takes_a_candidate(
     let p2 = w.payment(w.tx("visa-auth", "COSTA-P2").await).await;
     assert_eq!((p2.attempts, p2.last_candidates), (2, Some(1)), "{p2:?}");
 }
+
+/// An import parsed before imports recorded their sides (migration 0005)
+/// is staged as if it held both: by the payment-side stager, which then
+/// also takes the merchant side's lock. While that lock is held (a
+/// merchant file being staged elsewhere), neither import is staged; then
+/// both are, and the purchases match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_of_unknown_sides_is_staged_under_both_locks() {
+    const PURCHASES: usize = 20;
+    let w = costa_world().await;
+    let (_, settlements, records) = costa_feeds(PURCHASES);
+    let settlement_import = w
+        .import_bytes("visa-settlement", "settlements.json", settlements)
+        .await;
+    let record_import = w.import_bytes("costa", "costa.json", records).await;
+    sqlx::query("UPDATE imports SET sides = NULL")
+        .execute(w.store().pool())
+        .await
+        .unwrap();
+
+    let mut held = w.store().pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(accord::store::matching::SCHEME_STAGING_LOCK)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let stager = {
+        let ctx = w.second_context().await;
+        tokio::spawn(async move {
+            let mut stats = MatchStats::default();
+            let result = engine::stage_pending(&ctx, &mut stats).await;
+            ctx.store.close().await;
+            result.map(|()| stats)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for import in [settlement_import, record_import] {
+        assert!(
+            !w.of_import::<bool>("staged_at IS NOT NULL", import).await,
+            "import {import} was staged without the merchant side's lock"
+        );
+    }
+    held.rollback().await.unwrap();
+    let stats = stager.await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stats.imports_staged,
+            stats.staged.payments_created,
+            stats.staged.scheme_pending
+        ),
+        (2, PURCHASES as u64, PURCHASES as u64),
+        "{stats:?}"
+    );
+    let stats = w.run().await;
+    assert_eq!(stats.decided.matched, PURCHASES as u64, "{stats:?}");
+}
