@@ -2313,3 +2313,39 @@ async fn an_import_of_unknown_sides_is_staged_under_both_locks() {
     let stats = w.run().await;
     assert_eq!(stats.decided.matched, PURCHASES as u64, "{stats:?}");
 }
+
+/// An Amex auth staged before its MID was onboarded is identified later as
+/// a spot merchant's and dropped (payment-feeds.md §2.3): it gives up its
+/// settlement key, so the settlement that comes next creates the payment
+/// (spotted) instead of being recorded against the dropped auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amex_auth_dropped_at_re_identification_leaves_its_purchase_to_the_settlement() {
+    let w = World::start().await;
+    w.merchant("the-works", mode(MerchantMode::Spot)).await;
+    w.import("amex-auth", "spot/amex-auth.ndjson").await;
+    w.run().await;
+    let auth = w.tx("amex-auth", "QU1YLVNZTlRILTAwMDM").await;
+    assert_eq!(w.payment(auth).await.status, "unidentified");
+
+    w.mids(&[("9449001234", "amex", "the-works", None)]).await;
+    let stats = w.run().await;
+    assert_eq!(stats.reidentified.payments_identified, 1, "{stats:?}");
+    let dropped = w.payment(auth).await;
+    assert_eq!(
+        (dropped.status.as_str(), dropped.settlement_key.as_deref()),
+        ("dropped", None)
+    );
+
+    w.import("amex-settlement", "spot/amex-settlement.json")
+        .await;
+    w.run().await;
+    let settled = w
+        .payment(w.tx("amex-settlement", "QU1YLVNZTlRILTAwMDM").await)
+        .await;
+    assert_ne!(settled.id, dropped.id);
+    assert_eq!(settled.status, "spotted");
+    assert_eq!(
+        w.pairs("the-works").await,
+        [pair("spotted", "amex-settlement:QU1YLVNZTlRILTAwMDM", None)]
+    );
+}

@@ -6,7 +6,8 @@
 //! with a handful of statements, not a million round trips.
 //!
 //! Guarantees, all enforced by the database rather than by this code:
-//! - one payment per purchase: `payments (provider, settlement_key)` is unique;
+//! - one payment per purchase: `payment_keys (provider, settlement_key)` is
+//!   unique, and a payment with a key is created only with its key row;
 //! - no transaction in two matches: `matches.payment_id` and
 //!   `matches.scheme_id` are unique, and every write of a decision inserts
 //!   there first (`ON CONFLICT DO NOTHING`) and changes statuses only for the
@@ -496,6 +497,15 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         out.payments_identified = ids.len() as u64;
+        // A dropped Amex auth gave up its key: the settlement stands for
+        // the purchase and creates the payment.
+        sqlx::query(
+            "DELETE FROM payment_keys k USING payments p \
+             WHERE p.id = ANY ($1) AND p.status = 'dropped' AND k.payment_id = p.id",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
         decided_without_partner(&mut tx, &ids).await?;
         sqlx::query(
             "UPDATE payments SET needs_match = true WHERE id = ANY($1) AND status = 'pending'",
@@ -1602,6 +1612,11 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
     // instead of one page per row — at a million rows that was most of the
     // write-ahead log (full-page images) and of the time.
     for wave in 1..=waves.unwrap_or(0) {
+        // A row whose key is taken (a payment of an earlier import) creates
+        // nothing here; the settle and ignore statements below take it.
+        // Payment-side staging is serial (its lock), so no other statement
+        // inserts a key meanwhile: a duplicate key is an error, never a
+        // second payment.
         let created: Vec<i64> = sqlx::query_scalar(
             "WITH ins AS ( \
                INSERT INTO payments (provider, settlement_key, transaction_id, kind, merchant, identifier, \
@@ -1610,10 +1625,14 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
                SELECT provider, settlement_key, transaction_id, kind, merchant, identifier, mid, \
                  amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
                  first_six, last_four, auth_code, status, status = 'pending', note \
-               FROM stage_p WHERE wave = $1 AND status <> 'dropped' \
+               FROM stage_p s WHERE wave = $1 AND status <> 'dropped' \
+                 AND NOT EXISTS (SELECT 1 FROM payment_keys k \
+                                 WHERE k.provider = s.provider AND k.settlement_key = s.settlement_key) \
                ORDER BY merchant NULLS LAST, transaction_id \
-               ON CONFLICT (provider, settlement_key) WHERE settlement_key IS NOT NULL DO NOTHING \
-               RETURNING id, transaction_id) \
+               RETURNING id, transaction_id, provider, settlement_key), \
+             keys AS ( \
+               INSERT INTO payment_keys (provider, settlement_key, payment_id) \
+               SELECT provider, settlement_key, id FROM ins WHERE settlement_key IS NOT NULL) \
              INSERT INTO payment_legs (transaction_id, payment_id, action) \
              SELECT transaction_id, id, 'created' FROM ins ORDER BY transaction_id RETURNING payment_id",
         )
@@ -1636,8 +1655,9 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
                  auth_code = COALESCE(p.auth_code, s.auth_code), \
                  needs_match = (p.status = 'pending'), updated_at = now() \
                FROM stage_p s \
+               JOIN payment_keys k ON k.provider = s.provider AND k.settlement_key = s.settlement_key \
                WHERE s.wave = $1 AND s.status <> 'dropped' AND s.kind NOT IN ('authorisation', 'refund') \
-                 AND p.provider = s.provider AND p.settlement_key = s.settlement_key \
+                 AND p.id = k.payment_id \
                  AND p.status IN {UNDECIDED} \
                  AND NOT EXISTS (SELECT 1 FROM payment_legs l WHERE l.transaction_id = s.transaction_id) \
                RETURNING p.id, s.transaction_id) \
@@ -1656,7 +1676,8 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
                CASE WHEN s.kind = 'authorisation' THEN 'authorisation of a purchase already recorded' \
                     ELSE s.kind || ' for a payment already ' || COALESCE(p.status, 'recorded') END \
              FROM stage_p s \
-             LEFT JOIN payments p ON p.provider = s.provider AND p.settlement_key = s.settlement_key \
+             LEFT JOIN payment_keys k ON k.provider = s.provider AND k.settlement_key = s.settlement_key \
+             LEFT JOIN payments p ON p.id = k.payment_id \
              WHERE s.wave = $1 AND s.status <> 'dropped' \
                AND NOT EXISTS (SELECT 1 FROM payment_legs l WHERE l.transaction_id = s.transaction_id)",
         )
