@@ -360,6 +360,31 @@ impl World {
             .items
     }
 
+    /// A transaction holding advisory lock `key` (another daemon at work)
+    /// until it is rolled back.
+    async fn hold_lock(&self, key: i64) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut held = self.store().pool().begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        held
+    }
+
+    /// Staging of every parsed import, by a second daemon, in a task.
+    async fn spawn_stager(
+        &self,
+    ) -> tokio::task::JoinHandle<Result<MatchStats, accord::store::StoreError>> {
+        let ctx = self.second_context().await;
+        tokio::spawn(async move {
+            let mut stats = MatchStats::default();
+            let result = engine::stage_pending(&ctx, &mut stats).await;
+            ctx.store.close().await;
+            result.map(|()| stats)
+        })
+    }
+
     /// `expr` of import `id` (an expression over `imports`' columns).
     async fn of_import<T>(&self, expr: &str, id: i64) -> T
     where
@@ -2125,26 +2150,10 @@ async fn merchant_staging_and_matching_run_beside_payment_staging() {
     assert_eq!(sides(auth_import).await, ["payment"]);
     assert_eq!(sides(record_import).await, ["merchant"]);
     let staged = |import: i64| w.of_import::<bool>("staged_at IS NOT NULL", import);
-    let hold_payment_staging = || async {
-        let mut other = w.store().pool().begin().await.unwrap();
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(accord::store::matching::PAYMENT_STAGING_LOCK)
-            .execute(&mut *other)
-            .await
-            .unwrap();
-        other
-    };
+    let hold_payment_staging = || w.hold_lock(accord::store::matching::PAYMENT_STAGING_LOCK);
 
     let held = hold_payment_staging().await;
-    let stager = {
-        let ctx = w.second_context().await;
-        tokio::spawn(async move {
-            let mut stats = MatchStats::default();
-            let result = engine::stage_pending(&ctx, &mut stats).await;
-            ctx.store.close().await;
-            result.map(|()| stats)
-        })
-    };
+    let stager = w.spawn_stager().await;
     // The merchant-side stager does not wait for the payment side's lock.
     let mut waited = 0;
     while !staged(record_import).await {
@@ -2222,15 +2231,19 @@ async fn an_ambiguous_payment_is_retried_when_another_payment_takes_a_candidate(
     ];
     w.import_bytes("costa", "costa.json", serde_json::to_vec(&records).unwrap())
         .await;
-    let p2 = visa_auth("COSTA-P2", "2024-03-09T08:00:30", 1000, "").to_string();
-    w.import_bytes("visa-auth", "p2.ndjson", p2.into_bytes())
-        .await;
-    let stats = w.run().await;
-    assert_eq!(
-        (stats.decided.matched, stats.decided.unmatched),
-        (0, 1),
-        "{stats:?}"
-    );
+    // One purchase of 10.00 at `time`, imported and run.
+    let world = &w;
+    let purchase = |id: &'static str, time: &'static str, code: &'static str| {
+        let auth = visa_auth(id, time, 1000, code).to_string().into_bytes();
+        async move {
+            world
+                .import_bytes("visa-auth", &format!("{id}.ndjson"), auth)
+                .await;
+            world.run().await.decided
+        }
+    };
+    let decided = purchase("COSTA-P2", "2024-03-09T08:00:30", "").await;
+    assert_eq!((decided.matched, decided.unmatched), (0, 1), "{decided:?}");
     let p2 = w.payment(w.tx("visa-auth", "COSTA-P2").await).await;
     assert_eq!(
         (p2.status.as_str(), p2.last_candidates, p2.attempts),
@@ -2238,15 +2251,8 @@ async fn an_ambiguous_payment_is_retried_when_another_payment_takes_a_candidate(
         "{p2:?}"
     );
 
-    let p1 = visa_auth("COSTA-P1", "2024-03-09T08:00:00", 1000, "111111").to_string();
-    w.import_bytes("visa-auth", "p1.ndjson", p1.into_bytes())
-        .await;
-    let stats = w.run().await;
-    assert_eq!(
-        (stats.decided.matched, stats.decided.reflagged),
-        (2, 1),
-        "{stats:?}"
-    );
+    let decided = purchase("COSTA-P1", "2024-03-09T08:00:00", "111111").await;
+    assert_eq!((decided.matched, decided.reflagged), (2, 1), "{decided:?}");
     assert_eq!(
         w.pairs("costa").await,
         [
@@ -2277,21 +2283,10 @@ async fn an_import_of_unknown_sides_is_staged_under_both_locks() {
         .await
         .unwrap();
 
-    let mut held = w.store().pool().begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(accord::store::matching::SCHEME_STAGING_LOCK)
-        .execute(&mut *held)
-        .await
-        .unwrap();
-    let stager = {
-        let ctx = w.second_context().await;
-        tokio::spawn(async move {
-            let mut stats = MatchStats::default();
-            let result = engine::stage_pending(&ctx, &mut stats).await;
-            ctx.store.close().await;
-            result.map(|()| stats)
-        })
-    };
+    let held = w
+        .hold_lock(accord::store::matching::SCHEME_STAGING_LOCK)
+        .await;
+    let stager = w.spawn_stager().await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     for import in [settlement_import, record_import] {
         assert!(
