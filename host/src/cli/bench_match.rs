@@ -721,17 +721,16 @@ async fn bench(
             .await
         {
             tries += 1;
-            let others: Vec<String> = sqlx::query_scalar(
-                "SELECT backend_type || ': ' || coalesce(query, '') FROM pg_stat_activity \
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
-            )
-            .bind(&db)
-            .fetch_all(&mut admin)
-            .await?;
-            anyhow::ensure!(
-                tries < 6,
-                "keeping {db} as template {template}: {e}; connected: {others:?}"
-            );
+            if tries == 6 {
+                let others: Vec<String> = sqlx::query_scalar(
+                    "SELECT backend_type || ': ' || coalesce(query, '') FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&db)
+                .fetch_all(&mut admin)
+                .await?;
+                anyhow::bail!("keeping {db} as template {template}: {e}; connected: {others:?}");
+            }
             sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                  WHERE datname = $1 AND backend_type = 'autovacuum worker'",

@@ -398,10 +398,7 @@ impl Store {
             Stager::Payment => (PAYMENT_STAGING_LOCK, format!("NOT {MERCHANT_ONLY}")),
             Stager::Merchant => (SCHEME_STAGING_LOCK, MERCHANT_ONLY.to_owned()),
         };
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(lock)
-            .execute(&mut *tx)
-            .await?;
+        xact_lock(&mut tx, lock).await?;
         // Staging sorts and hashes whole imports (waves, merchant order):
         // at the server's default 4 MB they spill to disk.
         sqlx::query("SET LOCAL work_mem = '128MB'")
@@ -418,10 +415,7 @@ impl Store {
             return Ok(None);
         };
         if stager == Stager::Payment && row.try_get::<bool, _>("has_merchant_side")? {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(SCHEME_STAGING_LOCK)
-                .execute(&mut *tx)
-                .await?;
+            xact_lock(&mut tx, SCHEME_STAGING_LOCK).await?;
         }
         let import_id: i64 = row.try_get("id")?;
         let source: String = row.try_get("source")?;
@@ -467,10 +461,7 @@ impl Store {
         // It creates candidates and flags payments, as staging of both
         // sides does (locks in staging's order: payment side first).
         for lock in [PAYMENT_STAGING_LOCK, SCHEME_STAGING_LOCK] {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(lock)
-                .execute(&mut *tx)
-                .await?;
+            xact_lock(&mut tx, lock).await?;
         }
         let mut out = Reidentified::default();
         // Unidentified → identified: same rules as staging.
@@ -499,13 +490,15 @@ impl Store {
         out.payments_identified = ids.len() as u64;
         // A dropped Amex auth gave up its key: the settlement stands for
         // the purchase and creates the payment.
-        sqlx::query(
-            "DELETE FROM payment_keys k USING payments p \
-             WHERE p.id = ANY ($1) AND p.status = 'dropped' AND k.payment_id = p.id",
-        )
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+        if !ids.is_empty() {
+            sqlx::query(
+                "DELETE FROM payment_keys k USING payments p \
+                 WHERE p.id = ANY ($1) AND p.status = 'dropped' AND k.payment_id = p.id",
+            )
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
         decided_without_partner(&mut tx, &ids).await?;
         sqlx::query(
             "UPDATE payments SET needs_match = true WHERE id = ANY($1) AND status = 'pending'",
@@ -1539,6 +1532,15 @@ struct AttemptColumns {
     retry: Vec<bool>,
     /// The payment's new status (matched, review), if it changes.
     status: Vec<Option<&'static str>>,
+}
+
+/// Take the exclusive advisory lock `key` until `tx` ends.
+async fn xact_lock(tx: &mut PgConnection, key: i64) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// Stage one import inside `tx` (see [`Store::stage_next`]).
