@@ -279,6 +279,9 @@ pub enum BenchCommand {
         /// Keep the bench database (its URL is printed) instead of dropping it.
         #[arg(long)]
         keep_database: bool,
+        /// The daemon's `transaction_cache_mb` for the run.
+        #[arg(long, default_value_t = crate::config::DEFAULT_TRANSACTION_CACHE_MB)]
+        transaction_cache_mb: u64,
     },
 }
 
@@ -372,6 +375,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             merchants,
             database_url,
             keep_database,
-        }) => bench_match::run(payments, merchants, database_url, keep_database),
+            transaction_cache_mb,
+        }) => bench_match::run(
+            payments,
+            merchants,
+            database_url,
+            keep_database,
+            transaction_cache_mb,
+        ),
     }
 }

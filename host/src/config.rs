@@ -7,6 +7,7 @@
 //! listen = "127.0.0.1:8080"         # default
 //! max_body_bytes = 1073741824       # default 1 GiB
 //! match_workers = 2                 # matching batches decided at once (1–64; default 2)
+//! transaction_cache_mb = 512        # transactions kept between staging and matching (0: off)
 //!
 //! [api_tokens]                      # bearer tokens of the redress endpoints
 //! ops = "a-long-random-secret"      # name (recorded as the actor) = token
@@ -91,6 +92,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
 /// Matching workers per daemon: one batch in the matcher plugin while
 /// another is in PostgreSQL keeps both of a small machine's cores busy.
 pub const DEFAULT_MATCH_WORKERS: usize = 2;
+/// Transactions kept in memory between staging and matching: about a
+/// million (see `store::cache`).
+pub const DEFAULT_TRANSACTION_CACHE_MB: u64 = 512;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "accord-data";
 const ENV_PREFIX: &str = "ACCORD_";
@@ -111,6 +115,9 @@ pub struct Config {
     /// Matching batches claimed and decided concurrently (each on its own
     /// database connection); several daemons on one database add theirs.
     pub match_workers: usize,
+    /// Size of the in-memory copy of staged transactions that matching
+    /// claims read (MiB; 0 turns it off).
+    pub transaction_cache_mb: u64,
     pub sources: Vec<Source>,
     /// `[api_tokens]`: name → bearer token for the redress endpoints (force
     /// match, review decisions); the name is recorded as the actor.
@@ -247,6 +254,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("match_workers", &self.match_workers)
+            .field("transaction_cache_mb", &self.transaction_cache_mb)
             .field("sources", &self.sources)
             .field("api_tokens", &self.api_tokens.keys().collect::<Vec<_>>())
             .finish()
@@ -401,10 +409,11 @@ impl Cx {
                 "LISTEN" => "listen",
                 "MAX_BODY_BYTES" => "max_body_bytes",
                 "MATCH_WORKERS" => "match_workers",
+                "TRANSACTION_CACHE_MB" => "transaction_cache_mb",
                 _ => continue,
             };
             let value = match key {
-                "max_body_bytes" | "match_workers" => value
+                "max_body_bytes" | "match_workers" | "transaction_cache_mb" => value
                     .trim()
                     .parse::<i64>()
                     .map(toml::Value::Integer)
@@ -538,6 +547,7 @@ impl Cx {
             "listen",
             "max_body_bytes",
             "match_workers",
+            "transaction_cache_mb",
             "sources",
             "api_tokens",
         ])?;
@@ -585,6 +595,12 @@ impl Cx {
             return Err(self.err("match_workers", "must be between 1 and 64"));
         }
         let match_workers = match_workers as usize;
+        let transaction_cache_mb = top
+            .take::<u64>("transaction_cache_mb")?
+            .unwrap_or(DEFAULT_TRANSACTION_CACHE_MB);
+        if transaction_cache_mb > 1 << 20 {
+            return Err(self.err("transaction_cache_mb", "must be at most 1048576 (1 TiB)"));
+        }
 
         let mut sources: Vec<Source> = Vec::new();
         for (i, value) in top
@@ -647,6 +663,7 @@ impl Cx {
             listen,
             max_body_bytes,
             match_workers,
+            transaction_cache_mb,
             sources,
             api_tokens,
         })
@@ -945,6 +962,7 @@ data_dir = "state"
 listen = "0.0.0.0:9000"
 max_body_bytes = 1000
 match_workers = 3
+transaction_cache_mb = 64
 
 [[sources]]
 name = "iceland"
@@ -979,6 +997,7 @@ parser = "psp-xml"
         assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.max_body_bytes, 1000);
         assert_eq!(config.match_workers, 3);
+        assert_eq!(config.transaction_cache_mb, 64);
         let iceland = config.source("iceland").unwrap();
         assert_eq!(iceland.side, Side::Payment);
         assert_eq!(iceland.parser, "csv");
@@ -1014,6 +1033,7 @@ parser = "psp-xml"
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.max_body_bytes, 1 << 30);
         assert_eq!(config.match_workers, DEFAULT_MATCH_WORKERS);
+        assert_eq!(config.transaction_cache_mb, DEFAULT_TRANSACTION_CACHE_MB);
         assert!(config.sources.is_empty());
     }
 
@@ -1152,6 +1172,14 @@ parser = "psp-xml"
         assert_eq!(
             invalid("", &[("ACCORD_MATCH_WORKERS", "many")]).0,
             "match_workers"
+        );
+        assert_eq!(
+            invalid("transaction_cache_mb = -1\n", &[]).0,
+            "transaction_cache_mb"
+        );
+        assert_eq!(
+            invalid("", &[("ACCORD_TRANSACTION_CACHE_MB", "lots")]).0,
+            "transaction_cache_mb"
         );
         let (key, msg) = invalid("listen = 'localhost'\n", &[]);
         assert_eq!(key, "listen");

@@ -25,13 +25,16 @@
 //! that proves the rule: it runs a private PostgreSQL server, and still no
 //! SQL leaves this module.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres};
 
+pub mod cache;
 pub mod embedded;
+mod identify;
 pub mod matching;
 mod parse;
 mod read;
@@ -40,6 +43,7 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
+pub use cache::TransactionCache;
 pub use matching::{
     Explanation, MatchFilter, MatchRow, PaymentFilter, PaymentRow, RedressError, Reidentified,
     ReviewRow, StageCounts,
@@ -183,6 +187,9 @@ sql_enum!(ImportStatus {
 pub struct StoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// Size of the in-memory copy of stored transactions between staging
+    /// and matching ([`TransactionCache`]); 0 turns it off.
+    pub transaction_cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -190,14 +197,17 @@ impl Default for StoreOptions {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            transaction_cache_bytes: cache::DEFAULT_CACHE_BYTES,
         }
     }
 }
 
-/// Handle to the database; cheap to clone (it wraps the pool).
+/// Handle to the database; cheap to clone (it wraps the pool and shares
+/// the transaction cache).
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    transactions: Arc<TransactionCache>,
 }
 
 impl Store {
@@ -219,12 +229,24 @@ impl Store {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            transactions: Arc::new(TransactionCache::new(options.transaction_cache_bytes)),
+        })
     }
 
-    /// Wrap an existing pool (tests get one from `#[sqlx::test]`).
+    /// Wrap an existing pool (tests get one from `#[sqlx::test]`), with a
+    /// transaction cache of the default size.
     pub fn from_pool(pool: PgPool) -> Store {
-        Store { pool }
+        Store {
+            pool,
+            transactions: Arc::new(TransactionCache::new(cache::DEFAULT_CACHE_BYTES)),
+        }
+    }
+
+    /// The in-memory copy of stored transactions (see [`TransactionCache`]).
+    pub fn transaction_cache(&self) -> &TransactionCache {
+        &self.transactions
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -477,13 +477,20 @@ pub fn run(
     merchants: usize,
     database_url: Option<String>,
     keep_database: bool,
+    cache_mb: u64,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(purchases > 0, "--payments must be at least 1");
     anyhow::ensure!(merchants > 0, "--merchants must be at least 1");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_async(purchases, merchants, database_url, keep_database))
+    rt.block_on(run_async(
+        purchases,
+        merchants,
+        database_url,
+        keep_database,
+        cache_mb,
+    ))
 }
 
 async fn run_async(
@@ -491,6 +498,7 @@ async fn run_async(
     merchant_count: usize,
     database_url: Option<String>,
     keep_database: bool,
+    cache_mb: u64,
 ) -> anyhow::Result<ExitCode> {
     use sqlx::Connection;
 
@@ -534,7 +542,16 @@ async fn run_async(
         (Some(t), false) => Some((t.clone(), db.clone(), server.clone())),
         _ => None,
     };
-    let result = bench(purchases, merchant_count, &server, &url, reuse, keep).await;
+    let result = bench(
+        purchases,
+        merchant_count,
+        &server,
+        &url,
+        reuse,
+        keep,
+        cache_mb,
+    )
+    .await;
     if keep_database {
         eprintln!(
             "kept the bench database: {}",
@@ -555,6 +572,7 @@ async fn bench(
     url: &str,
     reuse: bool,
     keep_as_template: Option<(String, String, String)>,
+    cache_mb: u64,
 ) -> anyhow::Result<ExitCode> {
     use crate::config::Config;
     use crate::pipeline::{Context, import_stream};
@@ -617,7 +635,11 @@ async fn bench(
         std::iter::empty::<(String, String)>(),
     )?);
 
-    let mut store = Store::connect(url).await?;
+    let options = crate::store::StoreOptions {
+        transaction_cache_bytes: cache_mb << 20,
+        ..Default::default()
+    };
+    let mut store = Store::connect_with(url, options.clone()).await?;
     store.migrate().await?;
     let runtime = cli_runtime(Some(plugins.clone()))?;
     let scan = runtime.rescan();
@@ -741,7 +763,7 @@ async fn bench(
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         eprintln!("kept the ingested database as {template}");
-        store = Store::connect(url).await?;
+        store = Store::connect_with(url, options).await?;
         ctx.store = store.clone();
     }
 
@@ -768,6 +790,7 @@ async fn bench(
     };
     let match_time = t.elapsed();
     let profile = recorder.take();
+    let cache_left = store.transaction_cache().len();
 
     // Check against the generator's truth (not timed).
     let t = Instant::now();
@@ -831,6 +854,10 @@ async fn bench(
         secs(stage_wall),
         secs(match_wall),
         ctx.config.match_workers
+    );
+    let _ = writeln!(
+        w,
+        "    transaction cache: {cache_mb} MiB (`transaction_cache_mb`); {cache_left} transactions left in it at the end"
     );
     let _ = writeln!(
         w,
@@ -1026,9 +1053,10 @@ async fn verify(store: &crate::store::Store) -> anyhow::Result<Found> {
         .map(|(s, n)| format!("{s} {n}"))
         .collect::<Vec<_>>()
         .join(", ");
-    found.scheme_pending = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM scheme_transactions WHERE status = 'pending'",
-    )
+    found.scheme_pending = sqlx::query_scalar::<_, i64>(&format!(
+        "SELECT count(*) FROM scheme_transactions s WHERE {}",
+        crate::store::matching::SCHEME_OPEN
+    ))
     .fetch_one(store.pool())
     .await? as u64;
     Ok(found)

@@ -20,7 +20,7 @@ use crate::ingest::Inboxes;
 use crate::pipeline::{self, Context, ImportOutcome, IngestError};
 use crate::plugins::{Runtime, RuntimeOptions};
 use crate::store::embedded::{EmbeddedPostgres, SOCKET_PORT};
-use crate::store::{Channel, Store};
+use crate::store::{Channel, Store, StoreOptions};
 
 /// How often the plugins directory is rescanned behind notify.
 const PLUGIN_RESCAN: Duration = Duration::from_secs(2);
@@ -61,13 +61,21 @@ pub(super) struct Database {
     embedded: Option<EmbeddedPostgres>,
 }
 
+/// The store's settings from the config.
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        transaction_cache_bytes: config.transaction_cache_mb << 20,
+        ..StoreOptions::default()
+    }
+}
+
 impl Database {
     /// `own`: stop an embedded server at close even if it was already
     /// running (the daemon adopts one left by a crash); one-shot commands
     /// leave a running daemon's server alone.
     pub(super) async fn open(config: &Config, own: bool) -> anyhow::Result<Database> {
         if let Some(url) = &config.database_url {
-            let store = Store::connect(url)
+            let store = Store::connect_with(url, store_options(config))
                 .await
                 .with_context(|| format!("connecting to {}", crate::config::redact_url(url)))?;
             return Ok(Database {
@@ -80,7 +88,7 @@ impl Database {
             .await
             .context("starting the embedded PostgreSQL")?;
         tracing::info!(socket = %pg.socket_dir().display(), "embedded PostgreSQL up");
-        let store = Store::connect(pg.url())
+        let store = Store::connect_with(pg.url(), store_options(config))
             .await
             .context("connecting to the embedded PostgreSQL")?;
         let embedded = if running {

@@ -2,8 +2,10 @@
 //! parsed imports into payments and scheme records, the matching engine's
 //! batches, the unmatched sweep, force match and the review queue.
 //!
-//! Set-based SQL throughout: an import of a million payment rows is staged
-//! with a handful of statements, not a million round trips.
+//! Set-based SQL throughout: an import of a million payment rows is read
+//! once, identified in the host ([`super::identify`]) and written back in
+//! arrays of [`STAGE_CHUNK`] rows, then collapsed with a handful of
+//! statements: never a round trip per row.
 //!
 //! Guarantees, all enforced by the database rather than by this code:
 //! - one payment per purchase: `payment_keys (provider, settlement_key)` is
@@ -21,42 +23,17 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow as _, PgConnection, Row};
 
+use std::sync::Arc;
+
+use super::cache::TransactionCache;
+use super::identify::{Identified, MerchantSettings, Registry, payment_status, record_status};
 use super::read::{TRANSACTION_COLUMNS, plugin_identity, stored_transaction};
 use super::{Result, Store, StoreError, Tx, record_event};
-use crate::domain::{Cardholder, MatchGroup, PluginIdentity};
+use crate::domain::{Cardholder, IdentifierKind, MatchGroup, PluginIdentity, Transaction};
 
 /// The payment statuses in which a settlement may still update it
 /// (matching-rules.md §3, "row in PENDING").
 const UNDECIDED: &str = "('unidentified', 'unregistered', 'pending')";
-
-/// A payment's status from its identification, mode and card registration.
-/// Columns: `merchant`, `kind`, `mode`, `match_unregistered_cards`, `registered`.
-const INITIAL_STATUS: &str = "CASE \
-     WHEN merchant IS NULL THEN 'unidentified' \
-     WHEN kind = 'refund' THEN 'streamed' \
-     WHEN mode = 'stream' THEN 'streamed' \
-     WHEN mode = 'spot' THEN 'spotted' \
-     WHEN NOT match_unregistered_cards AND NOT registered THEN 'unregistered' \
-     ELSE 'pending' END";
-
-/// Identification of the transaction aliased `t` (payment-feeds.md §0.1):
-/// the registered identifiers of `t.provider` among `t.merchant_ids`, best
-/// type first; ambiguous when the best type's hits name several merchants.
-///
-/// The MID lookup is a fenced (`OFFSET 0`) lateral subquery so that it is an
-/// index lookup per identifier: the planner takes `jsonb_to_recordset` for
-/// 100 rows and otherwise hash-joins a sequential scan of every registered
-/// MID for each transaction (4 ms a row with 6,000 MIDs; `bench match`).
-const IDENTIFY: &str = "SELECT (array_agg(mi.merchant ORDER BY mi.id))[1] AS merchant, \
-        min(mi.id) AS identifier, count(DISTINCT mi.merchant) > 1 AS ambiguous \
-     FROM jsonb_to_recordset(t.merchant_ids) AS x(value text, kind text) \
-     CROSS JOIN LATERAL (SELECT mi.id, mi.merchant, mi.identifier_type FROM merchant_identifiers mi \
-       JOIN payment_providers pp ON pp.id = mi.provider AND pp.slug = t.provider \
-       WHERE mi.identifier = x.value AND mi.identifier_type = x.kind OFFSET 0) mi \
-     WHERE btrim(x.value) NOT IN ('', '0') \
-     GROUP BY mi.identifier_type \
-     ORDER BY array_position(ARRAY['primary', 'secondary', 'psimi'], mi.identifier_type) \
-     LIMIT 1";
 
 /// The widest amount difference a merchant's tolerance can allow around a
 /// scheme amount `s.amount_minor` (tolerance_bp ≤ 1000, so
@@ -68,6 +45,16 @@ const WIDEST: &str = "greatest(m.tolerance_minor, CASE WHEN m.tolerance_bp > 0 \
 
 /// The allowed amount difference for payment `p` of merchant `m`.
 const ALLOWANCE: &str = "greatest(m.tolerance_minor, abs(p.amount_minor) * m.tolerance_bp / 10000)";
+
+/// A merchant-side record `s` is still a candidate: staged as pending and
+/// named by no match (migration 0008: the match row is the truth).
+pub const SCHEME_OPEN: &str =
+    "s.status = 'pending' AND NOT EXISTS (SELECT 1 FROM matches x WHERE x.scheme_id = s.id)";
+
+/// The status of merchant-side record `s` as accord shows it: as staged,
+/// or `matched` when a match names it.
+const SCHEME_STATUS: &str = "CASE WHEN s.status = 'pending' \
+     AND EXISTS (SELECT 1 FROM matches x WHERE x.scheme_id = s.id) THEN 'matched' ELSE s.status END";
 
 /// The advisory lock that serialises merchant-side staging and
 /// re-identification; matcher claims take it shared (any constant unique
@@ -223,6 +210,11 @@ impl std::ops::AddAssign for BatchCounts {
 pub struct MatchBatch {
     tx: Tx,
     pub work: Vec<MerchantWork>,
+    /// The stored transaction of each claimed payment and candidate record
+    /// (by payment and record id): what a decision drops from the cache.
+    payment_transactions: std::collections::HashMap<i64, i64>,
+    record_transactions: std::collections::HashMap<i64, i64>,
+    cache: Arc<TransactionCache>,
 }
 
 /// A match as stored.
@@ -420,7 +412,8 @@ impl Store {
         let import_id: i64 = row.try_get("id")?;
         let source: String = row.try_get("source")?;
         let merchant = merchant_of(&source);
-        let counts = stage_import(&mut tx, import_id, merchant.as_deref()).await?;
+        let counts =
+            stage_import(&mut tx, import_id, merchant.as_deref(), &self.transactions).await?;
         sqlx::query("UPDATE imports SET staged_at = now() WHERE id = $1")
             .bind(import_id)
             .execute(&mut *tx)
@@ -464,27 +457,63 @@ impl Store {
             xact_lock(&mut tx, lock).await?;
         }
         let mut out = Reidentified::default();
+        let registry = Registry::load(&mut tx).await?;
         // Unidentified → identified: same rules as staging.
-        let ids: Vec<i64> = sqlx::query_scalar(&format!(
-            "WITH r AS ( \
-               SELECT p.id, idn.merchant, idn.identifier, m.mode, m.match_unregistered_cards, \
-                      p.kind, p.provider, \
-                      EXISTS (SELECT 1 FROM card_registry c WHERE c.card_token = p.card_token) AS registered \
-               FROM payments p JOIN transactions t ON t.id = p.transaction_id \
-               JOIN LATERAL ({IDENTIFY}) idn ON NOT idn.ambiguous \
-               JOIN merchants m ON m.id = idn.merchant \
-               WHERE p.status = 'unidentified' \
-               FOR UPDATE OF p SKIP LOCKED) \
-             UPDATE payments p SET merchant = r.merchant, identifier = r.identifier, \
-               status = CASE WHEN r.provider = 'amex' AND r.kind = 'authorisation' \
-                             AND r.mode IN ('spot', 'stream') THEN 'dropped' \
-                        ELSE (SELECT {INITIAL_STATUS} FROM (SELECT r.merchant, r.kind, r.mode, \
-                              r.match_unregistered_cards, r.registered) x) END, \
-               settlement_key = CASE WHEN r.provider = 'amex' AND r.kind = 'authorisation' \
-                             AND r.mode IN ('spot', 'stream') THEN NULL ELSE p.settlement_key END, \
+        let waiting: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, transaction_id, card_token FROM payments WHERE status = 'unidentified' \
+             FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let read =
+            transactions_by_id(&mut tx, &waiting.iter().map(|w| w.1).collect::<Vec<_>>()).await?;
+        let mut found = Vec::new();
+        for (payment_id, transaction_id, card_token) in &waiting {
+            let t = read.get(transaction_id).ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "transaction {transaction_id} of payment {payment_id}"
+                ))
+            })?;
+            if let Identified::Merchant {
+                merchant,
+                identifier,
+            } = registry.identify(t)
+            {
+                found.push((*payment_id, t, card_token, merchant, identifier));
+            }
+        }
+        let tokens: Vec<&str> = found.iter().filter_map(|f| f.2.as_deref()).collect();
+        let registered: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT card_token FROM card_registry WHERE card_token = ANY ($1)")
+                .bind(&tokens)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let (mut id, mut merchant, mut identifier, mut status) = (vec![], vec![], vec![], vec![]);
+        for (payment_id, t, card_token, m, i) in found {
+            id.push(payment_id);
+            merchant.push(m);
+            identifier.push(i);
+            status.push(payment_status(
+                t,
+                registry.merchant(m),
+                card_token.as_ref().is_some_and(|k| registered.contains(k)),
+            ));
+        }
+        // A dropped Amex auth gives its key up (below).
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE payments p SET merchant = d.merchant, identifier = d.identifier, status = d.status, \
+               settlement_key = CASE WHEN d.status = 'dropped' THEN NULL ELSE p.settlement_key END, \
                note = NULL, updated_at = now() \
-             FROM r WHERE p.id = r.id RETURNING p.id"
-        ))
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) \
+                  AS d(id, merchant, identifier, status) \
+             WHERE p.id = d.id RETURNING p.id",
+        )
+        .bind(&id)
+        .bind(&merchant)
+        .bind(&identifier)
+        .bind(&status)
         .fetch_all(&mut *tx)
         .await?;
         out.payments_identified = ids.len() as u64;
@@ -514,22 +543,50 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let assigned: Vec<i64> = sqlx::query_scalar(
-            "WITH a AS ( \
-               SELECT s.id, (SELECT CASE WHEN count(DISTINCT mi.merchant) = 1 THEN min(mi.merchant) END \
-                  FROM jsonb_to_recordset(t.merchant_ids) AS x(value text, kind text) \
-                  CROSS JOIN LATERAL (SELECT mi.merchant FROM merchant_identifiers mi \
-                    JOIN payment_providers pp ON pp.id = mi.provider AND pp.slug = t.provider \
-                    WHERE mi.identifier = x.value OFFSET 0) mi \
-                  WHERE x.kind <> 'store') AS merchant \
-               FROM scheme_transactions s JOIN transactions t ON t.id = s.transaction_id \
-               WHERE s.status = 'unassigned' FOR UPDATE OF s SKIP LOCKED) \
-             UPDATE scheme_transactions s SET merchant = a.merchant, status = 'pending' \
-             FROM a WHERE s.id = a.id AND a.merchant IS NOT NULL RETURNING s.id",
+        // Unassigned merchant-side records whose MIDs now name a merchant.
+        let waiting: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, transaction_id FROM scheme_transactions WHERE status = 'unassigned' \
+             FOR UPDATE SKIP LOCKED",
         )
         .fetch_all(&mut *tx)
         .await?;
-        out.scheme_assigned = assigned.len() as u64;
+        let read =
+            transactions_by_id(&mut tx, &waiting.iter().map(|w| w.1).collect::<Vec<_>>()).await?;
+        let (mut id, mut merchant, mut status, mut at, mut mid) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (scheme_id, transaction_id) in &waiting {
+            let Some(t) = read.get(transaction_id) else {
+                continue;
+            };
+            let Some(m) = registry.assign(t, None) else {
+                continue;
+            };
+            id.push(*scheme_id);
+            merchant.push(m);
+            status.push(record_status(t, Some(m)));
+            for v in registry.record_mids(t, Some(m)) {
+                at.push(id.len() as i64);
+                mid.push(v);
+            }
+        }
+        let updated: Vec<Option<i64>> = sqlx::query_scalar(
+            "UPDATE scheme_transactions s SET merchant = d.merchant, status = d.status, \
+               mids = COALESCE(m.mids, '{}') \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS d(id, merchant, status, n) \
+             LEFT JOIN (SELECT u.n, array_agg(u.mid ORDER BY u.mid) AS mids \
+                        FROM UNNEST($4::bigint[], $5::text[]) AS u(n, mid) GROUP BY u.n) m ON m.n = d.n \
+             WHERE s.id = d.id RETURNING CASE WHEN d.status = 'pending' THEN s.id END",
+        )
+        .bind(&id)
+        .bind(&merchant)
+        .bind(&status)
+        .bind(&at)
+        .bind(&mid)
+        .fetch_all(&mut *tx)
+        .await?;
+        out.scheme_assigned = updated.len() as u64;
+        // The pending ones are new candidates (refunds never are).
+        let assigned: Vec<i64> = updated.into_iter().flatten().collect();
         flag_for_scheme(&mut tx, &assigned).await?;
         tx.commit().await?;
         out.retried = self.retry_due().await?;
@@ -629,7 +686,7 @@ impl Store {
              JOIN merchants m ON m.id = p.merchant \
              CROSS JOIN LATERAL (SELECT s.id, s.transaction_id FROM scheme_transactions s \
                WHERE s.merchant = p.merchant AND s.provider = p.provider \
-                 AND s.status = 'pending' AND s.currency = p.currency \
+                 AND {SCHEME_OPEN} AND s.currency = p.currency \
                  AND s.amount_minor BETWEEN p.amount_minor - {ALLOWANCE} AND p.amount_minor + {ALLOWANCE} \
                  AND p.mid = ANY (s.mids) \
                  AND s.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
@@ -650,24 +707,31 @@ impl Store {
         wanted.extend(candidates.iter().map(|c| c.2));
         wanted.sort_unstable();
         wanted.dedup();
-        let mut transactions = std::collections::HashMap::with_capacity(wanted.len());
-        for row in sqlx::query(&format!(
-            "SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ANY ($1)"
-        ))
-        .bind(&wanted)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let t = stored_transaction(&row)?;
-            transactions.insert(t.id, t.transaction);
+        // From the cache what staging left there; the rest in one read.
+        let mut transactions: std::collections::HashMap<i64, Arc<Transaction>> =
+            std::collections::HashMap::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for id in wanted {
+            match self.transactions.get(id) {
+                Some(t) => {
+                    transactions.insert(id, t);
+                }
+                None => missing.push(id),
+            }
         }
+        transactions.extend(transactions_by_id(&mut tx, &missing).await?);
         let transaction = |id: i64| {
-            transactions.get(&id).cloned().ok_or_else(|| {
-                StoreError::NotFound(format!(
-                    "transaction {id} of a claimed payment or candidate"
-                ))
-            })
+            transactions
+                .get(&id)
+                .map(|t| Transaction::clone(t))
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!(
+                        "transaction {id} of a claimed payment or candidate"
+                    ))
+                })
         };
+        let mut payment_transactions = std::collections::HashMap::with_capacity(rows.len());
+        let mut record_transactions = std::collections::HashMap::with_capacity(candidates.len());
         let mut work: Vec<MerchantWork> = Vec::new();
         for row in &rows {
             let merchant_id: i64 = row.try_get("merchant_id")?;
@@ -687,7 +751,9 @@ impl Store {
                 });
             }
             let payment_id: i64 = row.try_get("payment_id")?;
-            let mut payment = transaction(row.try_get("transaction_id")?)?;
+            let transaction_id: i64 = row.try_get("transaction_id")?;
+            payment_transactions.insert(payment_id, transaction_id);
+            let mut payment = transaction(transaction_id)?;
             // The payment's effective fields (after the collapse).
             payment.amount.minor_units = row.try_get("p_amount")?;
             payment.amount.currency = row.try_get::<String, _>("p_currency")?.trim().to_owned();
@@ -736,6 +802,7 @@ impl Store {
             }
             pw.candidate_ids.push(scheme_id);
             pw.group.candidates.push(transaction(transaction_id)?);
+            record_transactions.insert(scheme_id, transaction_id);
         }
         for mw in &mut work {
             for pw in &mut mw.payments {
@@ -745,7 +812,13 @@ impl Store {
                 }
             }
         }
-        Ok(Some(MatchBatch { tx, work }))
+        Ok(Some(MatchBatch {
+            tx,
+            work,
+            payment_transactions,
+            record_transactions,
+            cache: Arc::clone(&self.transactions),
+        }))
     }
 
     /// Pending payments of merchants with an `unmatched_after_days`, dated
@@ -817,9 +890,10 @@ impl Store {
                 "transaction {payment_transaction_id} is not a staged payment-side transaction"
             ))));
         };
-        let scheme = sqlx::query(
-            "SELECT id, status, merchant FROM scheme_transactions WHERE transaction_id = $1 FOR UPDATE",
-        )
+        let scheme = sqlx::query(&format!(
+            "SELECT s.id, {SCHEME_STATUS} AS status, s.merchant FROM scheme_transactions s \
+             WHERE s.transaction_id = $1 FOR UPDATE"
+        ))
         .bind(merchant_transaction_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -1141,7 +1215,7 @@ impl Store {
                 detail: l.note.clone().unwrap_or_default(),
             });
         }
-        let scheme = sqlx::query(&format!("{SCHEME_SELECT} WHERE s.transaction_id = $1"))
+        let scheme = sqlx::query(&format!("{} WHERE s.transaction_id = $1", scheme_select()))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -1351,7 +1425,7 @@ impl MatchBatch {
         if !r.payment.is_empty() {
             // Only on a record still pending: one just matched (above, or by
             // another worker) is no candidate any more.
-            opened = sqlx::query_scalar(
+            opened = sqlx::query_scalar(&format!(
                 "INSERT INTO reviews (merchant, payment_id, scheme_id, confidence, reason, candidates, \
                    plugin_name, plugin_version, plugin_sha256) \
                  SELECT p.merchant, d.payment_id, d.scheme_id, d.confidence, d.reason, d.candidates, \
@@ -1360,9 +1434,9 @@ impl MatchBatch {
                              $7::smallint[], $8::int[]) \
                       AS d(payment_id, scheme_id, plugin_name, plugin_version, plugin_sha256, reason, confidence, candidates) \
                  JOIN payments p ON p.id = d.payment_id \
-                 JOIN scheme_transactions s ON s.id = d.scheme_id AND s.status = 'pending' \
-                 ON CONFLICT DO NOTHING RETURNING payment_id",
-            )
+                 JOIN scheme_transactions s ON s.id = d.scheme_id AND {SCHEME_OPEN} \
+                 ON CONFLICT DO NOTHING RETURNING payment_id"
+            ))
             .bind(&r.payment)
             .bind(&r.scheme)
             .bind(&r.plugin_name)
@@ -1485,6 +1559,14 @@ impl MatchBatch {
         .await?;
         counts.reflagged = flag_ambiguous(tx, &won_s).await?;
         self.tx.commit().await?;
+        // Matched on both sides: no claim reads these again.
+        let gone = won.iter().flat_map(|(p, s)| {
+            [
+                self.payment_transactions.get(p).copied(),
+                self.record_transactions.get(s).copied(),
+            ]
+        });
+        self.cache.remove(gone.flatten());
         Ok(counts)
     }
 }
@@ -1534,6 +1616,28 @@ struct AttemptColumns {
     status: Vec<Option<&'static str>>,
 }
 
+/// Stored transactions by id (those that exist).
+async fn transactions_by_id(
+    conn: &mut PgConnection,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Arc<Transaction>>> {
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    for row in sqlx::query(&format!(
+        "SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ANY ($1)"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?
+    {
+        let t = stored_transaction(&row)?;
+        out.insert(t.id, Arc::new(t.transaction));
+    }
+    Ok(out)
+}
+
 /// Take the exclusive advisory lock `key` until `tx` ends.
 async fn xact_lock(tx: &mut PgConnection, key: i64) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -1543,45 +1647,307 @@ async fn xact_lock(tx: &mut PgConnection, key: i64) -> Result<()> {
     Ok(())
 }
 
+/// The columns of the payment-side staging rows (`stage_p`).
+const STAGE_TYPES: &str = "transaction_id bigint, kind text, provider text, settlement_key text, \
+     amount_minor bigint, currency text, occurred_at timestamptz, utc_offset_seconds integer, \
+     time_known boolean, card_token text, first_six text, last_four text, auth_code text, mid text, \
+     merchant bigint, identifier bigint, note text, mode text, status text, wave bigint";
+
+/// [`StageColumns`] as rows, in [`STAGE_TYPES`]' order.
+const STAGE_UNNEST: &str = "UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+     $6::text[], $7::timestamptz[], $8::int[], $9::bool[], $10::text[], $11::text[], $12::text[], \
+     $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], $19::text[], \
+     $20::bigint[]) AS s(transaction_id, kind, provider, settlement_key, amount_minor, currency, \
+     occurred_at, utc_offset_seconds, time_known, card_token, first_six, last_four, auth_code, mid, \
+     merchant, identifier, note, mode, status, wave)";
+
+/// After `WITH s AS (staging rows)`: the payments of the rows of `s` whose
+/// key no payment has yet (dropped rows aside), stored merchant by
+/// merchant, with their key and their `created` leg; the statement goes on
+/// with the legs' `RETURNING`.
+const CREATE_PAYMENTS: &str = ", ins AS ( \
+       INSERT INTO payments (provider, settlement_key, transaction_id, kind, merchant, identifier, \
+         mid, amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
+         first_six, last_four, auth_code, status, needs_match, note) \
+       SELECT provider, settlement_key, transaction_id, kind, merchant, identifier, mid, \
+         amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
+         first_six, last_four, auth_code, status, status = 'pending', note \
+       FROM s WHERE status <> 'dropped' \
+         AND NOT EXISTS (SELECT 1 FROM payment_keys k \
+                         WHERE k.provider = s.provider AND k.settlement_key = s.settlement_key) \
+       ORDER BY merchant NULLS LAST, transaction_id \
+       RETURNING id, transaction_id, provider, settlement_key), \
+     keys AS ( \
+       INSERT INTO payment_keys (provider, settlement_key, payment_id) \
+       SELECT provider, settlement_key, id FROM ins WHERE settlement_key IS NOT NULL) \
+     INSERT INTO payment_legs (transaction_id, payment_id, action) \
+     SELECT transaction_id, id, 'created' FROM ins ORDER BY transaction_id";
+
+/// A merchant-side row on its way into `scheme_transactions`.
+struct SchemeStaged {
+    id: i64,
+    merchant: Option<i64>,
+    mids: Vec<String>,
+    status: &'static str,
+    t: Arc<Transaction>,
+}
+
+/// The columns of `stage_p`, one array each.
+#[derive(Default)]
+struct StageColumns {
+    transaction_id: Vec<i64>,
+    kind: Vec<&'static str>,
+    provider: Vec<String>,
+    settlement_key: Vec<Option<String>>,
+    amount_minor: Vec<i64>,
+    currency: Vec<String>,
+    occurred_at: Vec<DateTime<Utc>>,
+    utc_offset_seconds: Vec<i32>,
+    time_known: Vec<bool>,
+    card_token: Vec<Option<String>>,
+    first_six: Vec<Option<String>>,
+    last_four: Vec<Option<String>>,
+    auth_code: Vec<Option<String>>,
+    mid: Vec<String>,
+    merchant: Vec<Option<i64>>,
+    identifier: Vec<Option<i64>>,
+    note: Vec<Option<&'static str>>,
+    mode: Vec<Option<String>>,
+    status: Vec<&'static str>,
+    wave: Vec<i64>,
+}
+
+impl StageColumns {
+    fn push(
+        &mut self,
+        id: i64,
+        t: &Transaction,
+        who: Identified,
+        merchant: Option<&MerchantSettings>,
+        status: &'static str,
+        wave: i64,
+    ) {
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        self.transaction_id.push(id);
+        self.kind.push(t.kind.as_str());
+        self.provider.push(t.provider.clone().unwrap_or_default());
+        self.settlement_key.push(nonempty(&t.settlement_key));
+        self.amount_minor.push(t.amount.minor_units);
+        self.currency.push(t.amount.currency.clone());
+        self.occurred_at.push(t.occurred_at.with_timezone(&Utc));
+        self.utc_offset_seconds
+            .push(t.occurred_at.offset().local_minus_utc());
+        self.time_known.push(t.time_known);
+        self.card_token.push(t.card_token.clone());
+        self.first_six.push(nonempty(&t.card_first_six));
+        self.last_four.push(nonempty(&t.card_last_four));
+        self.auth_code.push(nonempty(&t.auth_code));
+        self.mid.push(
+            t.merchant_ids
+                .iter()
+                .find(|x| x.kind == IdentifierKind::Primary)
+                .map(|x| x.value.clone())
+                .unwrap_or_default(),
+        );
+        self.merchant.push(who.merchant());
+        self.identifier.push(who.identifier());
+        self.note.push(who.note());
+        self.mode.push(merchant.map(|m| m.mode.clone()));
+        self.status.push(status);
+        self.wave.push(wave);
+    }
+
+    /// Bind the arrays as `$1`–`$20` of [`STAGE_UNNEST`].
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.transaction_id)
+            .bind(&self.kind)
+            .bind(&self.provider)
+            .bind(&self.settlement_key)
+            .bind(&self.amount_minor)
+            .bind(&self.currency)
+            .bind(&self.occurred_at)
+            .bind(&self.utc_offset_seconds)
+            .bind(&self.time_known)
+            .bind(&self.card_token)
+            .bind(&self.first_six)
+            .bind(&self.last_four)
+            .bind(&self.auth_code)
+            .bind(&self.mid)
+            .bind(&self.merchant)
+            .bind(&self.identifier)
+            .bind(&self.note)
+            .bind(&self.mode)
+            .bind(&self.status)
+            .bind(&self.wave)
+    }
+}
+
 /// Stage one import inside `tx` (see [`Store::stage_next`]).
-async fn stage_import(tx: &mut Tx, import_id: i64, merchant: Option<&str>) -> Result<StageCounts> {
+async fn stage_import(
+    tx: &mut Tx,
+    import_id: i64,
+    merchant: Option<&str>,
+    cache: &TransactionCache,
+) -> Result<StageCounts> {
     let mut counts = StageCounts::default();
-    stage_payments(tx, import_id, &mut counts).await?;
-    stage_scheme(tx, import_id, merchant, &mut counts).await?;
+    let registry = Registry::load(tx).await?;
+    stage_payments(tx, import_id, &registry, cache, &mut counts).await?;
+    stage_scheme(tx, import_id, merchant, &registry, cache, &mut counts).await?;
     Ok(counts)
 }
 
-async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -> Result<()> {
+/// An import's rows of one side, in id order, each read once.
+async fn import_rows(
+    tx: &mut Tx,
+    import_id: i64,
+    side: &str,
+) -> Result<Vec<(i64, Arc<Transaction>)>> {
+    use futures::TryStreamExt as _;
+    let mut rows = Vec::new();
+    let sql = format!(
+        "SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE import_id = $1 AND side = $2"
+    );
+    let mut stream = sqlx::query(&sql)
+        .bind(import_id)
+        .bind(side)
+        .fetch(&mut **tx);
+    while let Some(row) = stream.try_next().await? {
+        let t = stored_transaction(&row)?;
+        rows.push((t.id, Arc::new(t.transaction)));
+    }
+    rows.sort_unstable_by_key(|r| r.0);
+    Ok(rows)
+}
+
+/// Rows per statement when staged rows are sent as arrays.
+const STAGE_CHUNK: usize = 20_000;
+
+async fn stage_payments(
+    tx: &mut Tx,
+    import_id: i64,
+    registry: &Registry,
+    cache: &TransactionCache,
+    counts: &mut StageCounts,
+) -> Result<()> {
+    let rows = import_rows(tx, import_id, "payment").await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
     // Identify every payment-side row of the import once and give it its
     // status. `wave` orders rows sharing a settlement key inside the file
     // (first wins, the next ones collapse onto it), so one statement per
     // wave handles them all.
+    let identified: Vec<Identified> = rows.iter().map(|(_, t)| registry.identify(t)).collect();
+    let settings = |i: usize| identified[i].merchant().and_then(|m| registry.merchant(m));
+    // Card registration matters only to merchants that match registered
+    // cards only.
+    let tokens: Vec<&str> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| settings(*i).is_some_and(|m| !m.match_unregistered_cards))
+        .filter_map(|(_, (_, t))| t.card_token.as_deref())
+        .collect();
+    let registered: std::collections::HashSet<String> = if tokens.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_scalar("SELECT card_token FROM card_registry WHERE card_token = ANY ($1)")
+            .bind(&tokens)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    // Status and wave of every row.
+    let mut seen: std::collections::HashMap<(Option<&str>, &str), i64> = Default::default();
+    let mut staged: Vec<(&'static str, i64)> = Vec::with_capacity(rows.len());
+    for (i, (id, t)) in rows.iter().enumerate() {
+        let status = payment_status(
+            t,
+            settings(i),
+            t.card_token
+                .as_ref()
+                .is_some_and(|k| registered.contains(k)),
+        );
+        if status == "pending" {
+            // Kept for the claims that will read it.
+            cache.insert(*id, Arc::clone(t));
+        }
+        let wave = match t.settlement_key.as_deref() {
+            None | Some("") => 1,
+            Some(key) => {
+                let n = seen.entry((t.provider.as_deref(), key)).or_insert(0);
+                *n += 1;
+                *n
+            }
+        };
+        staged.push((status, wave));
+    }
+    counts.unidentified = identified.iter().filter(|i| i.merchant().is_none()).count() as u64;
+    let columns = |indices: &[usize]| {
+        let mut cols = StageColumns::default();
+        for &i in indices {
+            let (id, t) = &rows[i];
+            cols.push(*id, t, identified[i], settings(i), staged[i].0, staged[i].1);
+        }
+        cols
+    };
+    // The first row of each key (and every row without one) creates its
+    // payment unless an earlier import's payment has the key: straight from
+    // the rows, merchant by merchant. Payments are stored merchant by
+    // merchant (and scheme records by merchant, provider, amount): claims go
+    // merchant by merchant, so a batch's reads and status updates touch a
+    // few neighbouring pages instead of one page per row — at a million rows
+    // that was most of the write-ahead log (full-page images) and of the
+    // time. Payment-side staging is serial (its lock), so no other statement
+    // inserts a key meanwhile: a duplicate key is an error, never a second
+    // payment.
+    let mut first: Vec<usize> = (0..rows.len())
+        .filter(|&i| staged[i].1 == 1 && staged[i].0 != "dropped")
+        .collect();
+    first.sort_unstable_by_key(|&i| {
+        let merchant = identified[i].merchant();
+        (merchant.is_none(), merchant, rows[i].0)
+    });
+    let mut created = std::collections::HashSet::with_capacity(first.len());
+    let sql = format!(
+        "WITH s AS (SELECT * FROM {STAGE_UNNEST}) {CREATE_PAYMENTS} \
+         RETURNING payment_id, transaction_id"
+    );
+    for chunk in first.chunks(STAGE_CHUNK) {
+        let done = columns(chunk)
+            .bind(sqlx::query(&sql))
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<Vec<(i64, i64)>>>()?;
+        decided_without_partner(tx, &done.iter().map(|d| d.0).collect::<Vec<_>>()).await?;
+        counts.payments_created += done.len() as u64;
+        created.extend(done.into_iter().map(|d| d.1));
+    }
+    // The rest (later rows of a key, keys of earlier imports, dropped
+    // authorisations) wave by wave through a temporary table.
+    let rest: Vec<usize> = (0..rows.len())
+        .filter(|&i| !created.contains(&rows[i].0))
+        .collect();
+    if rest.is_empty() {
+        return Ok(());
+    }
     sqlx::query(&format!(
-        "CREATE TEMP TABLE stage_p ON COMMIT DROP AS \
-         SELECT *, CASE WHEN provider = 'amex' AND kind = 'authorisation' \
-             AND mode IN ('spot', 'stream') THEN 'dropped' ELSE {INITIAL_STATUS} END AS status \
-         FROM (SELECT t.id AS transaction_id, t.kind, COALESCE(t.provider, '') AS provider, \
-           NULLIF(t.settlement_key, '') AS settlement_key, t.amount_minor, t.currency, t.occurred_at, \
-           t.utc_offset_seconds, t.time_known, t.card_token, NULLIF(t.card_first_six, '') AS first_six, \
-           NULLIF(t.card_last_four, '') AS last_four, NULLIF(t.auth_code, '') AS auth_code, \
-           COALESCE((SELECT x->>'value' FROM jsonb_array_elements(t.merchant_ids) x \
-                     WHERE x->>'kind' = 'primary' LIMIT 1), '') AS mid, \
-           CASE WHEN r.ambiguous THEN NULL ELSE r.merchant END AS merchant, \
-           CASE WHEN r.ambiguous THEN NULL ELSE r.identifier END AS identifier, \
-           CASE WHEN r.ambiguous THEN 'MIDs registered to several merchants' \
-                WHEN r.merchant IS NULL THEN 'no registered MID' END AS note, \
-           m.mode, COALESCE(m.match_unregistered_cards, true) AS match_unregistered_cards, \
-           EXISTS (SELECT 1 FROM card_registry c WHERE c.card_token = t.card_token) AS registered, \
-           CASE WHEN t.settlement_key IS NULL OR t.settlement_key = '' THEN 1 \
-                ELSE row_number() OVER (PARTITION BY t.provider, t.settlement_key ORDER BY t.id) END AS wave \
-         FROM transactions t \
-         LEFT JOIN LATERAL ({IDENTIFY}) r ON true \
-         LEFT JOIN merchants m ON m.id = r.merchant AND NOT r.ambiguous \
-         WHERE t.import_id = $1 AND t.side = 'payment') identified"
+        "CREATE TEMP TABLE stage_p ({STAGE_TYPES}) ON COMMIT DROP"
     ))
-    .bind(import_id)
     .execute(&mut **tx)
     .await?;
+    let sql = format!("INSERT INTO stage_p SELECT * FROM {STAGE_UNNEST}");
+    for chunk in rest.chunks(STAGE_CHUNK) {
+        columns(chunk)
+            .bind(sqlx::query(&sql))
+            .execute(&mut **tx)
+            .await?;
+    }
     sqlx::query("ANALYZE stage_p").execute(&mut **tx).await?;
     // Rows per wave (dropped ones aside): a wave whose rows all created a
     // payment has nothing left to settle or record.
@@ -1593,10 +1959,6 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
     .into_iter()
     .collect();
     let waves = wave_rows.keys().max().copied();
-    counts.unidentified =
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM stage_p WHERE merchant IS NULL")
-            .fetch_one(&mut **tx)
-            .await? as u64;
     // Amex auths of spot/stream merchants never become payments
     // (payment-feeds.md §2.3): the settlement is what they export.
     counts.legs_ignored += sqlx::query(
@@ -1608,36 +1970,13 @@ async fn stage_payments(tx: &mut Tx, import_id: i64, counts: &mut StageCounts) -
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    // Payments are stored merchant by merchant (and scheme records by
-    // merchant, provider, amount): claims go merchant by merchant, so a
-    // batch's reads and status updates touch a few neighbouring pages
-    // instead of one page per row — at a million rows that was most of the
-    // write-ahead log (full-page images) and of the time.
     for wave in 1..=waves.unwrap_or(0) {
-        // A row whose key is taken (a payment of an earlier import) creates
-        // nothing here; the settle and ignore statements below take it.
-        // Payment-side staging is serial (its lock), so no other statement
-        // inserts a key meanwhile: a duplicate key is an error, never a
-        // second payment.
-        let created: Vec<i64> = sqlx::query_scalar(
-            "WITH ins AS ( \
-               INSERT INTO payments (provider, settlement_key, transaction_id, kind, merchant, identifier, \
-                 mid, amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
-                 first_six, last_four, auth_code, status, needs_match, note) \
-               SELECT provider, settlement_key, transaction_id, kind, merchant, identifier, mid, \
-                 amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
-                 first_six, last_four, auth_code, status, status = 'pending', note \
-               FROM stage_p s WHERE wave = $1 AND status <> 'dropped' \
-                 AND NOT EXISTS (SELECT 1 FROM payment_keys k \
-                                 WHERE k.provider = s.provider AND k.settlement_key = s.settlement_key) \
-               ORDER BY merchant NULLS LAST, transaction_id \
-               RETURNING id, transaction_id, provider, settlement_key), \
-             keys AS ( \
-               INSERT INTO payment_keys (provider, settlement_key, payment_id) \
-               SELECT provider, settlement_key, id FROM ins WHERE settlement_key IS NOT NULL) \
-             INSERT INTO payment_legs (transaction_id, payment_id, action) \
-             SELECT transaction_id, id, 'created' FROM ins ORDER BY transaction_id RETURNING payment_id",
-        )
+        // A row whose key is taken (a payment of an earlier import or an
+        // earlier wave) creates nothing here; the settle and ignore
+        // statements below take it.
+        let created: Vec<i64> = sqlx::query_scalar(&format!(
+            "WITH s AS (SELECT * FROM stage_p WHERE wave = $1) {CREATE_PAYMENTS} RETURNING payment_id"
+        ))
         .bind(wave)
         .fetch_all(&mut **tx)
         .await?;
@@ -1695,49 +2034,100 @@ async fn stage_scheme(
     tx: &mut Tx,
     import_id: i64,
     merchant: Option<&str>,
+    registry: &Registry,
+    cache: &TransactionCache,
     counts: &mut StageCounts,
 ) -> Result<()> {
-    // MATERIALIZED: inlined, the merchant lookup below ran once for the
-    // column and again for the status.
-    let rows = sqlx::query(
-        "WITH src AS MATERIALIZED ( \
-           SELECT t.id, t.kind, t.provider, t.amount_minor, t.currency, t.merchant_ids, \
-             COALESCE((SELECT id FROM merchants WHERE slug = $2), \
-               (SELECT CASE WHEN count(DISTINCT mi.merchant) = 1 THEN min(mi.merchant) END \
-                FROM jsonb_to_recordset(t.merchant_ids) AS x(value text, kind text) \
-                CROSS JOIN LATERAL (SELECT mi.merchant FROM merchant_identifiers mi \
-                  JOIN payment_providers pp ON pp.id = mi.provider AND pp.slug = t.provider \
-                  WHERE mi.identifier = x.value OFFSET 0) mi \
-                WHERE x.kind <> 'store')) AS merchant \
-           FROM transactions t WHERE t.import_id = $1 AND t.side = 'merchant') \
-         INSERT INTO scheme_transactions (transaction_id, merchant, provider, amount_minor, currency, mids, status) \
-         SELECT src.id, src.merchant, src.provider, src.amount_minor, src.currency, \
-           ARRAY(SELECT DISTINCT v FROM ( \
-               SELECT x.value AS v FROM jsonb_to_recordset(src.merchant_ids) AS x(value text, kind text) \
-               WHERE x.kind <> 'store' AND btrim(x.value) NOT IN ('', '0') \
-               UNION ALL \
-               SELECT mi.identifier FROM jsonb_to_recordset(src.merchant_ids) AS x(value text, kind text) \
-               JOIN merchant_identifiers mi ON mi.merchant = src.merchant AND mi.location_id = x.value \
-               WHERE x.kind = 'store') u ORDER BY v), \
-           CASE WHEN src.merchant IS NULL THEN 'unassigned' \
-                WHEN src.kind = 'refund' OR src.amount_minor < 0 THEN 'refund' \
-                ELSE 'pending' END \
-         FROM src \
-         ORDER BY src.merchant NULLS LAST, src.provider, src.amount_minor, src.id \
-         ON CONFLICT (transaction_id) DO NOTHING \
-         RETURNING id, status",
-    )
-    .bind(import_id)
-    .bind(merchant)
-    .fetch_all(&mut **tx)
-    .await?;
+    let mut records: Vec<SchemeStaged> = import_rows(tx, import_id, "merchant")
+        .await?
+        .into_iter()
+        .map(|(id, t)| {
+            let merchant = registry.assign(&t, merchant);
+            SchemeStaged {
+                id,
+                merchant,
+                mids: registry.record_mids(&t, merchant),
+                status: record_status(&t, merchant),
+                t,
+            }
+        })
+        .collect();
+    // Stored merchant by merchant (then provider, amount): a claim's
+    // candidate reads touch neighbouring rows.
+    records.sort_unstable_by(|a, b| {
+        (
+            a.merchant.is_none(),
+            a.merchant,
+            &a.t.provider,
+            a.t.amount.minor_units,
+            a.id,
+        )
+            .cmp(&(
+                b.merchant.is_none(),
+                b.merchant,
+                &b.t.provider,
+                b.t.amount.minor_units,
+                b.id,
+            ))
+    });
+    let mut rows = Vec::with_capacity(records.len());
+    for chunk in records.chunks(STAGE_CHUNK) {
+        let (mut id, mut merchant, mut provider, mut amount, mut currency, mut status) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        // The MID lists, flattened: (position in the chunk, MID).
+        let (mut at, mut mid) = (vec![], vec![]);
+        for (n, r) in chunk.iter().enumerate() {
+            id.push(r.id);
+            merchant.push(r.merchant);
+            provider.push(r.t.provider.clone());
+            amount.push(r.t.amount.minor_units);
+            currency.push(r.t.amount.currency.clone());
+            status.push(r.status);
+            for m in &r.mids {
+                at.push(n as i64 + 1);
+                mid.push(m.clone());
+            }
+        }
+        rows.extend(
+            sqlx::query(
+                "INSERT INTO scheme_transactions (transaction_id, merchant, provider, amount_minor, currency, \
+                   mids, status) \
+                 SELECT d.transaction_id, d.merchant, d.provider, d.amount_minor, d.currency, \
+                   COALESCE(m.mids, '{}'), d.status \
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[]) \
+                      WITH ORDINALITY AS d(transaction_id, merchant, provider, amount_minor, currency, status, n) \
+                 LEFT JOIN (SELECT u.n, array_agg(u.mid ORDER BY u.mid) AS mids \
+                            FROM UNNEST($7::bigint[], $8::text[]) AS u(n, mid) GROUP BY u.n) m ON m.n = d.n \
+                 ORDER BY d.n \
+                 ON CONFLICT (transaction_id) DO NOTHING \
+                 RETURNING id, transaction_id, status",
+            )
+            .bind(&id)
+            .bind(&merchant)
+            .bind(&provider)
+            .bind(&amount)
+            .bind(&currency)
+            .bind(&status)
+            .bind(&at)
+            .bind(&mid)
+            .fetch_all(&mut **tx)
+            .await?,
+        );
+    }
+    // Pending records are kept for the claims that will read them.
+    let by_id: std::collections::HashMap<i64, &Arc<Transaction>> =
+        records.iter().map(|r| (r.id, &r.t)).collect();
     let mut pending = Vec::new();
     for row in &rows {
-        let status: String = row.try_get("status")?;
-        match status.as_str() {
+        let status: &str = row.try_get("status")?;
+        match status {
             "pending" => {
                 counts.scheme_pending += 1;
                 pending.push(row.try_get::<i64, _>("id")?);
+                let id: i64 = row.try_get("transaction_id")?;
+                if let Some(t) = by_id.get(&id) {
+                    cache.insert(id, Arc::clone(t));
+                }
             }
             "unassigned" => counts.scheme_unassigned += 1,
             _ => counts.scheme_refunds += 1,
@@ -1833,8 +2223,10 @@ async fn set_matched(
     Ok(())
 }
 
-/// The scheme side of [`set_matched`]: records `schemes` matched (to
-/// `payments`, pairwise), and open reviews of other payments on them superseded.
+/// The scheme side of [`set_matched`], once the match rows of `schemes` (to
+/// `payments`, pairwise) are written: open reviews of other payments on
+/// those records are superseded. (The records themselves are not updated:
+/// the match row makes them matched, migration 0008.)
 async fn set_schemes_matched(
     tx: &mut PgConnection,
     payments: &[i64],
@@ -1843,10 +2235,6 @@ async fn set_schemes_matched(
     if payments.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE scheme_transactions SET status = 'matched' WHERE id = ANY ($1)")
-        .bind(schemes)
-        .execute(&mut *tx)
-        .await?;
     // A scheme record that was some open review's candidate is gone.
     sqlx::query(
         "WITH r AS (UPDATE reviews SET status = 'superseded', decided_at = now() \
@@ -1888,9 +2276,13 @@ const PAYMENT_SELECT: &str = "SELECT p.id, p.status, mm.slug AS merchant, p.prov
      p.last_plugin, p.note, p.created_at, p.updated_at \
      FROM payments p LEFT JOIN merchants mm ON mm.id = p.merchant";
 
-const SCHEME_SELECT: &str = "SELECT s.id, s.transaction_id, s.status, mm.slug AS merchant, s.provider, \
-     s.amount_minor, s.currency, s.mids, s.created_at \
-     FROM scheme_transactions s LEFT JOIN merchants mm ON mm.id = s.merchant";
+fn scheme_select() -> String {
+    format!(
+        "SELECT s.id, s.transaction_id, {SCHEME_STATUS} AS status, mm.slug AS merchant, s.provider, \
+         s.amount_minor, s.currency, s.mids, s.created_at \
+         FROM scheme_transactions s LEFT JOIN merchants mm ON mm.id = s.merchant"
+    )
+}
 
 const LEG_SELECT: &str = "SELECT transaction_id, payment_id, action, note, at FROM payment_legs";
 

@@ -111,7 +111,7 @@ pub(super) fn page_limit(limit: Option<u32>) -> i64 {
 }
 
 /// A column value the schema's CHECKs should have made impossible.
-fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(sqlx::Error::ColumnDecode {
         index: column.to_owned(),
         source: e.to_string().into(),

@@ -733,6 +733,7 @@ async fn unreachable_server_is_unavailable() {
         StoreOptions {
             max_connections: 1,
             acquire_timeout: std::time::Duration::from_secs(2),
+            ..StoreOptions::default()
         },
     )
     .await
