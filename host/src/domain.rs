@@ -112,6 +112,57 @@ pub struct Transaction {
     pub extras: Vec<(String, String)>,
 }
 
+impl Transaction {
+    /// The optional text fields, in the `transactions` table's column order
+    /// (provider first).
+    pub fn optional_texts(&self) -> [&Option<String>; 11] {
+        [
+            &self.provider,
+            &self.card_first_six,
+            &self.card_last_four,
+            &self.card_token,
+            &self.auth_code,
+            &self.approval_code,
+            &self.settlement_key,
+            &self.account_id,
+            &self.reference_id,
+            &self.payer_account,
+            &self.beneficiary_account,
+        ]
+    }
+
+    /// A sale of 1.00 GBP at the start of 2026 with nothing else set
+    /// (tests fill in what they need).
+    #[cfg(test)]
+    pub fn example(external_id: &str) -> Transaction {
+        Transaction {
+            external_id: external_id.into(),
+            side: Side::Payment,
+            kind: Kind::Sale,
+            amount: Money {
+                minor_units: 100,
+                currency: "GBP".into(),
+            },
+            occurred_at: DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                .expect("a valid time"),
+            time_known: true,
+            provider: None,
+            merchant_ids: vec![],
+            card_first_six: None,
+            card_last_four: None,
+            card_token: None,
+            auth_code: None,
+            approval_code: None,
+            settlement_key: None,
+            account_id: None,
+            reference_id: None,
+            payer_account: None,
+            beneficiary_account: None,
+            extras: vec![],
+        }
+    }
+}
+
 /// A row a parser could not turn into a transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reject {

@@ -36,27 +36,12 @@ pub fn approximate_size(t: &Transaction) -> u64 {
     let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
     let heap = t.external_id.capacity()
         + t.amount.currency.capacity()
-        + text(&t.provider)
         + t.merchant_ids.capacity() * std::mem::size_of::<crate::domain::MerchantIdentifier>()
         + t.merchant_ids
             .iter()
             .map(|m| m.value.capacity())
             .sum::<usize>()
-        + [
-            &t.card_first_six,
-            &t.card_last_four,
-            &t.card_token,
-            &t.auth_code,
-            &t.approval_code,
-            &t.settlement_key,
-            &t.account_id,
-            &t.reference_id,
-            &t.payer_account,
-            &t.beneficiary_account,
-        ]
-        .into_iter()
-        .map(text)
-        .sum::<usize>()
+        + t.optional_texts().into_iter().map(text).sum::<usize>()
         + t.extras.capacity() * std::mem::size_of::<(String, String)>()
         + t.extras
             .iter()
@@ -127,33 +112,11 @@ impl TransactionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Kind, Money, Side};
 
     fn tx(id: &str) -> Arc<Transaction> {
-        Arc::new(Transaction {
-            external_id: id.into(),
-            side: Side::Merchant,
-            kind: Kind::Sale,
-            amount: Money {
-                minor_units: 1,
-                currency: "GBP".into(),
-            },
-            occurred_at: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap(),
-            time_known: true,
-            provider: None,
-            merchant_ids: vec![],
-            card_first_six: None,
-            card_last_four: None,
-            card_token: None,
-            auth_code: None,
-            approval_code: None,
-            settlement_key: None,
-            account_id: None,
-            reference_id: None,
-            payer_account: None,
-            beneficiary_account: None,
-            extras: vec![("k".into(), "v".repeat(1000))],
-        })
+        let mut t = Transaction::example(id);
+        t.extras = vec![("k".into(), "v".repeat(1000))];
+        Arc::new(t)
     }
 
     #[test]

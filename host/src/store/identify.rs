@@ -282,42 +282,26 @@ pub fn record_status(t: &Transaction, merchant: Option<i64>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{MerchantIdentifier, Money, Side};
+    use crate::domain::MerchantIdentifier;
 
     fn tx(provider: &str, ids: &[(&str, IdentifierKind)]) -> Transaction {
-        Transaction {
-            external_id: "x".into(),
-            side: Side::Payment,
-            kind: Kind::Settlement,
-            amount: Money {
-                minor_units: 100,
-                currency: "GBP".into(),
-            },
-            occurred_at: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap(),
-            time_known: true,
-            provider: Some(provider.into()),
-            merchant_ids: ids
-                .iter()
-                .map(|(v, k)| MerchantIdentifier {
-                    value: (*v).into(),
-                    kind: *k,
-                })
-                .collect(),
-            card_first_six: None,
-            card_last_four: None,
-            card_token: None,
-            auth_code: None,
-            approval_code: None,
-            settlement_key: None,
-            account_id: None,
-            reference_id: None,
-            payer_account: None,
-            beneficiary_account: None,
-            extras: vec![],
-        }
+        let mut t = Transaction::example("x");
+        t.kind = Kind::Settlement;
+        t.provider = Some(provider.into());
+        t.merchant_ids = ids
+            .iter()
+            .map(|(v, k)| MerchantIdentifier {
+                value: (*v).into(),
+                kind: *k,
+            })
+            .collect();
+        t
     }
 
-    fn registry(mids: &[(i64, i64, &str, IdentifierKind, &str, Option<&str>)]) -> Registry {
+    /// (id, merchant, identifier, type, provider, location) of a registered MID.
+    type Mid<'a> = (i64, i64, &'a str, IdentifierKind, &'a str, Option<&'a str>);
+
+    fn registry(mids: &[Mid<'_>]) -> Registry {
         let mut r = Registry::default();
         for &(id, merchant, value, kind, provider, location) in mids {
             if let Some(l) = location {

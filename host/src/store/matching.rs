@@ -457,14 +457,26 @@ impl Store {
             xact_lock(&mut tx, lock).await?;
         }
         let mut out = Reidentified::default();
-        let registry = Registry::load(&mut tx).await?;
-        // Unidentified → identified: same rules as staging.
+        // Unidentified payments and unassigned merchant-side records: the
+        // MIDs are read only when there are some.
         let waiting: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
             "SELECT id, transaction_id, card_token FROM payments WHERE status = 'unidentified' \
              FOR UPDATE SKIP LOCKED",
         )
         .fetch_all(&mut *tx)
         .await?;
+        let unassigned: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, transaction_id FROM scheme_transactions WHERE status = 'unassigned' \
+             FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let registry = if waiting.is_empty() && unassigned.is_empty() {
+            Registry::default()
+        } else {
+            Registry::load(&mut tx).await?
+        };
+        // Unidentified → identified: same rules as staging.
         let read =
             transactions_by_id(&mut tx, &waiting.iter().map(|w| w.1).collect::<Vec<_>>()).await?;
         let mut found = Vec::new();
@@ -544,17 +556,11 @@ impl Store {
         .await?
         .rows_affected();
         // Unassigned merchant-side records whose MIDs now name a merchant.
-        let waiting: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, transaction_id FROM scheme_transactions WHERE status = 'unassigned' \
-             FOR UPDATE SKIP LOCKED",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let read =
-            transactions_by_id(&mut tx, &waiting.iter().map(|w| w.1).collect::<Vec<_>>()).await?;
+        let read = transactions_by_id(&mut tx, &unassigned.iter().map(|w| w.1).collect::<Vec<_>>())
+            .await?;
         let (mut id, mut merchant, mut status, mut at, mut mid) =
             (vec![], vec![], vec![], vec![], vec![]);
-        for (scheme_id, transaction_id) in &waiting {
+        for (scheme_id, transaction_id) in &unassigned {
             let Some(t) = read.get(transaction_id) else {
                 continue;
             };
@@ -2077,6 +2083,10 @@ async fn stage_scheme(
         // The MID lists, flattened: (position in the chunk, MID).
         let (mut at, mut mid) = (vec![], vec![]);
         for (n, r) in chunk.iter().enumerate() {
+            if r.status == "pending" {
+                // Kept for the claims that will read it.
+                cache.insert(r.id, Arc::clone(&r.t));
+            }
             id.push(r.id);
             merchant.push(r.merchant);
             provider.push(r.t.provider.clone());
@@ -2100,7 +2110,7 @@ async fn stage_scheme(
                             FROM UNNEST($7::bigint[], $8::text[]) AS u(n, mid) GROUP BY u.n) m ON m.n = d.n \
                  ORDER BY d.n \
                  ON CONFLICT (transaction_id) DO NOTHING \
-                 RETURNING id, transaction_id, status",
+                 RETURNING id, status",
             )
             .bind(&id)
             .bind(&merchant)
@@ -2114,9 +2124,6 @@ async fn stage_scheme(
             .await?,
         );
     }
-    // Pending records are kept for the claims that will read them.
-    let by_id: std::collections::HashMap<i64, &Arc<Transaction>> =
-        records.iter().map(|r| (r.id, &r.t)).collect();
     let mut pending = Vec::new();
     for row in &rows {
         let status: &str = row.try_get("status")?;
@@ -2124,10 +2131,6 @@ async fn stage_scheme(
             "pending" => {
                 counts.scheme_pending += 1;
                 pending.push(row.try_get::<i64, _>("id")?);
-                let id: i64 = row.try_get("transaction_id")?;
-                if let Some(t) = by_id.get(&id) {
-                    cache.insert(id, Arc::clone(t));
-                }
             }
             "unassigned" => counts.scheme_unassigned += 1,
             _ => counts.scheme_refunds += 1,

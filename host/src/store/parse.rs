@@ -476,19 +476,7 @@ fn encode_transaction(buf: &mut Vec<u8>, seq: i64, row: Option<u64>, t: &Transac
         t.occurred_at.offset().local_minus_utc(),
         if t.time_known { "t" } else { "f" },
     );
-    for field in [
-        &t.provider,
-        &t.card_first_six,
-        &t.card_last_four,
-        &t.card_token,
-        &t.auth_code,
-        &t.approval_code,
-        &t.settlement_key,
-        &t.account_id,
-        &t.reference_id,
-        &t.payer_account,
-        &t.beneficiary_account,
-    ] {
+    for field in t.optional_texts() {
         put_opt_text(buf, field.as_deref());
     }
     let merchant_ids = serde_json::to_string(&t.merchant_ids).unwrap_or_else(|_| "[]".into());
