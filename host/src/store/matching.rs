@@ -115,6 +115,30 @@ impl std::ops::AddAssign for StageCounts {
     }
 }
 
+/// Which flagged payments a claim takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimScope {
+    /// Every one.
+    All,
+    /// Only those no payment-side row still to be staged can change: a
+    /// payment created by a settlement, or one without a settlement key.
+    /// While payment-side imports wait to be staged, an authorisation's
+    /// settlement (amount, auth code) may be among them, and the payment
+    /// waits for it. (A second settlement of a purchase already settled and
+    /// matched is recorded as ignored, as when it comes later.)
+    Settled,
+}
+
+impl ClaimScope {
+    /// SQL on `p` (payments), after the claim's other conditions.
+    fn condition(self) -> &'static str {
+        match self {
+            Self::All => "",
+            Self::Settled => "AND (p.kind = 'settlement' OR p.settlement_key IS NULL)",
+        }
+    }
+}
+
 /// What a re-identification pass changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Reidentified {
@@ -644,6 +668,16 @@ impl Store {
     /// against other workers, with their candidates (C1–C5 plus the
     /// merchant's tolerance; pairs a reviewer rejected are left out).
     pub async fn claim_match_batch(&self, limit: i64) -> Result<Option<MatchBatch>> {
+        self.claim_match_batch_in(limit, ClaimScope::All).await
+    }
+
+    /// [`claim_match_batch`](Self::claim_match_batch) of the flagged
+    /// payments in `scope`.
+    pub async fn claim_match_batch_in(
+        &self,
+        limit: i64,
+        scope: ClaimScope,
+    ) -> Result<Option<MatchBatch>> {
         let mut tx = self.pool.begin().await?;
         // Shared with other matchers, exclusive of merchant-side staging:
         // its triggers then never race a claim whose snapshot misses new
@@ -656,7 +690,7 @@ impl Store {
         // transaction either needs in one lookup by sorted id. Joined into
         // the first two, each payment and candidate cost a random read of
         // `transactions` (file order, not merchant order; `bench match`).
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT p.id AS payment_id, p.merchant AS merchant_id, p.transaction_id, \
                p.amount_minor AS p_amount, p.currency AS p_currency, p.occurred_at AS p_occurred_at, \
                p.first_six AS p_first_six, p.last_four AS p_last_four, p.auth_code AS p_auth_code, \
@@ -666,10 +700,11 @@ impl Store {
              FROM payments p \
              JOIN merchants m ON m.id = p.merchant \
              LEFT JOIN card_registry c ON c.card_token = p.card_token \
-             WHERE p.needs_match AND p.status = 'pending' \
+             WHERE p.needs_match AND p.status = 'pending' {} \
              ORDER BY p.merchant, p.id LIMIT $1 \
              FOR UPDATE OF p SKIP LOCKED",
-        )
+            scope.condition()
+        ))
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
@@ -1670,7 +1705,10 @@ const STAGE_UNNEST: &str = "UNNEST($1::bigint[], $2::text[], $3::text[], $4::tex
 /// After `WITH s AS (staging rows)`: the payments of the rows of `s` whose
 /// key no payment has yet (dropped rows aside), stored merchant by
 /// merchant, with their key and their `created` leg; the statement goes on
-/// with the legs' `RETURNING`.
+/// with the legs' `RETURNING`. Keys go into their index in key order: one
+/// pass over its pages instead of a random page per key (settlement keys
+/// are hashes): 2.7 instead of 4.5 s for the 700,000 keys of `bench
+/// match`'s Visa file.
 const CREATE_PAYMENTS: &str = ", ins AS ( \
        INSERT INTO payments (provider, settlement_key, transaction_id, kind, merchant, identifier, \
          mid, amount_minor, currency, occurred_at, utc_offset_seconds, time_known, card_token, \
@@ -1685,7 +1723,8 @@ const CREATE_PAYMENTS: &str = ", ins AS ( \
        RETURNING id, transaction_id, provider, settlement_key), \
      keys AS ( \
        INSERT INTO payment_keys (provider, settlement_key, payment_id) \
-       SELECT provider, settlement_key, id FROM ins WHERE settlement_key IS NOT NULL) \
+       SELECT provider, settlement_key, id FROM ins WHERE settlement_key IS NOT NULL \
+       ORDER BY provider, settlement_key) \
      INSERT INTO payment_legs (transaction_id, payment_id, action) \
      SELECT transaction_id, id, 'created' FROM ins ORDER BY transaction_id";
 
