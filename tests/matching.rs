@@ -1625,10 +1625,7 @@ async fn decide(ctx: &Context, batch: &MatchBatch) -> Vec<(i64, Verdict)> {
                 let mut session = runtime
                     .open_matcher("harmonia", Some(&json!({ "merchant": slug })))
                     .unwrap();
-                let d = session
-                    .decide(std::slice::from_ref(&group))
-                    .unwrap()
-                    .remove(0);
+                let d = session.decide(&[&group]).unwrap().remove(0);
                 let verdict = Verdict::Match {
                     scheme_id: ids[d.chosen.expect("a choice")],
                     reason: d.reason,

@@ -222,12 +222,15 @@ pub struct Cardholder {
     pub loyalty_id: Option<String>,
 }
 
-/// One payment and its candidate merchant-side transactions.
+/// One payment and its candidate merchant-side transactions. The
+/// candidates are shared (a record is often a candidate of several payments,
+/// and the engine's cache holds them): a group is built without copying
+/// them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchGroup {
     pub payment: Transaction,
     pub cardholder: Option<Cardholder>,
-    pub candidates: Vec<Transaction>,
+    pub candidates: Vec<std::sync::Arc<Transaction>>,
 }
 
 /// A matcher's answer for one group.

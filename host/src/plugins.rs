@@ -543,8 +543,8 @@ impl MatcherSession {
     }
 
     /// One decision per group, in order.
-    pub fn decide(&mut self, groups: &[MatchGroup]) -> Result<Vec<MatchDecision>> {
-        let wit_groups: Vec<_> = groups.iter().map(bindings::group_out).collect();
+    pub fn decide(&mut self, groups: &[&MatchGroup]) -> Result<Vec<MatchDecision>> {
+        let wit_groups: Vec<_> = groups.iter().map(|g| bindings::group_out(g)).collect();
         let (guest, handle) = (&self.guest, self.handle);
         let decisions = self
             .instance

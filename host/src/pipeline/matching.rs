@@ -468,10 +468,7 @@ fn decide_all(runtime: &Runtime, work: &[MerchantWork]) -> Vec<(i64, Verdict)> {
                 }
             }
             let s = session.as_mut().expect("opened above");
-            let groups: Vec<MatchGroup> = chunk
-                .iter()
-                .map(|&i| mw.payments[i].group.clone())
-                .collect();
+            let groups: Vec<&MatchGroup> = chunk.iter().map(|&i| &mw.payments[i].group).collect();
             match s.decide(&groups) {
                 Ok(decisions) => {
                     let plugin = s.identity().clone();

@@ -240,7 +240,7 @@ pub fn group_out(g: &domain::MatchGroup) -> latest::matcher::Group {
             last_four: c.last_four.clone(),
             loyalty_id: c.loyalty_id.clone(),
         }),
-        candidates: g.candidates.iter().map(transaction_out).collect(),
+        candidates: g.candidates.iter().map(|t| transaction_out(t)).collect(),
     }
 }
 

@@ -762,14 +762,11 @@ impl Store {
         }
         transactions.extend(transactions_by_id(&mut tx, &missing).await?);
         let transaction = |id: i64| {
-            transactions
-                .get(&id)
-                .map(|t| Transaction::clone(t))
-                .ok_or_else(|| {
-                    StoreError::NotFound(format!(
-                        "transaction {id} of a claimed payment or candidate"
-                    ))
-                })
+            transactions.get(&id).map(Arc::clone).ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "transaction {id} of a claimed payment or candidate"
+                ))
+            })
         };
         let mut payment_transactions = std::collections::HashMap::with_capacity(rows.len());
         let mut record_transactions = std::collections::HashMap::with_capacity(candidates.len());
@@ -794,7 +791,7 @@ impl Store {
             let payment_id: i64 = row.try_get("payment_id")?;
             let transaction_id: i64 = row.try_get("transaction_id")?;
             payment_transactions.insert(payment_id, transaction_id);
-            let mut payment = transaction(transaction_id)?;
+            let mut payment = Transaction::clone(&*transaction(transaction_id)?);
             // The payment's effective fields (after the collapse).
             payment.amount.minor_units = row.try_get("p_amount")?;
             payment.amount.currency = row.try_get::<String, _>("p_currency")?.trim().to_owned();
