@@ -1954,6 +1954,13 @@ async fn stage_payments(
         (merchant.is_none(), merchant, rows[i].0)
     });
     let mut created = std::collections::HashSet::with_capacity(first.len());
+    // Rows whose payment is decided without a partner (spotted, streamed):
+    // only those get a match row now.
+    let partnerless: std::collections::HashSet<i64> = first
+        .iter()
+        .filter(|&&i| matches!(staged[i].0, "spotted" | "streamed"))
+        .map(|&i| rows[i].0)
+        .collect();
     let sql = format!(
         "WITH s AS (SELECT * FROM {STAGE_UNNEST}) {CREATE_PAYMENTS} \
          RETURNING payment_id, transaction_id"
@@ -1966,7 +1973,12 @@ async fn stage_payments(
             .iter()
             .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
             .collect::<Result<Vec<(i64, i64)>>>()?;
-        decided_without_partner(tx, &done.iter().map(|d| d.0).collect::<Vec<_>>()).await?;
+        let decided: Vec<i64> = done
+            .iter()
+            .filter(|d| partnerless.contains(&d.1))
+            .map(|d| d.0)
+            .collect();
+        decided_without_partner(tx, &decided).await?;
         counts.payments_created += done.len() as u64;
         created.extend(done.into_iter().map(|d| d.1));
     }
