@@ -18,7 +18,7 @@ use accord::config::Config;
 use accord::domain::MatchGroup;
 use accord::pipeline::matching::{self as engine, MatchStats};
 use accord::pipeline::{self, Context};
-use accord::store::matching::{LegRow, MatchBatch, Verdict};
+use accord::store::matching::{ClaimScope, LegRow, MatchBatch, Verdict};
 use accord::store::{
     Card, Channel, Explanation, IdentifierType, ImportStatus, MatchFilter, MatchRow, MerchantMode,
     NewMerchant, NewMid, PaymentFilter, PaymentRow, RedressError, SettingsPatch, Store,
@@ -520,6 +520,54 @@ async fn wasabi_visa_worked_example_refines_to_s1_by_the_registered_card() {
         .explain(w.tx("wasabi", "0000A0000000123456791").await)
         .await;
     assert_eq!((s2.stage.as_str(), s2.matched.is_none()), ("pending", true));
+}
+
+/// While payment-side imports wait to be staged, the engine matches only
+/// payments they cannot change (`ClaimScope::Settled`): the Mastercard
+/// authorisation waits, since its settlement may be in the next import; once
+/// its settlement is staged onto it, it is claimed in that scope too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_scope_leaves_authorisations_waiting_for_their_settlement() {
+    let w = World::start().await;
+    w.merchant("iceland-bonus-card", match_mode()).await;
+    w.mids(&[("ICE-STORE-0457", "mastercard", "iceland-bonus-card", None)])
+        .await;
+    w.import("mastercard-auth", "iceland/mastercard-auth.ndjson")
+        .await;
+    w.import("iceland", "iceland/iceland.csv").await;
+    let mut stats = MatchStats::default();
+    engine::stage_pending(&w.ctx, &mut stats).await.unwrap();
+    assert_eq!(stats.staged.payments_created, 1, "{stats:?}");
+
+    assert!(
+        w.store()
+            .claim_match_batch_in(10, ClaimScope::Settled)
+            .await
+            .unwrap()
+            .is_none(),
+        "the authorisation waits in the settled scope"
+    );
+    let all = w
+        .store()
+        .claim_match_batch_in(10, ClaimScope::All)
+        .await
+        .unwrap()
+        .expect("claimed with every payment");
+    assert_eq!(all.len(), 1);
+    drop(all); // rolled back: nothing decided
+
+    w.import("mastercard-settlement", "iceland/mastercard-settlement.txt")
+        .await;
+    let mut stats = MatchStats::default();
+    engine::stage_pending(&w.ctx, &mut stats).await.unwrap();
+    assert_eq!(stats.staged.payments_settled, 1, "{stats:?}");
+    let settled = w
+        .store()
+        .claim_match_batch_in(10, ClaimScope::Settled)
+        .await
+        .unwrap()
+        .expect("the settled payment is claimed in the settled scope");
+    assert_eq!(settled.len(), 1);
 }
 
 /// Iceland × Mastercard: the auth (no auth code) and the TGX2 settlement of
