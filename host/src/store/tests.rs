@@ -38,18 +38,7 @@ fn tx(external_id: &str, minor: i64) -> Transaction {
         occurred_at: at(3600, "2024-03-01 12:34:56.789"),
         time_known: true,
         provider: Some("acme".into()),
-        merchant_ids: vec![],
-        card_first_six: None,
-        card_last_four: None,
-        card_token: None,
-        auth_code: None,
-        approval_code: None,
-        settlement_key: None,
-        account_id: None,
-        reference_id: None,
-        payer_account: None,
-        beneficiary_account: None,
-        extras: vec![],
+        ..Transaction::example(external_id)
     }
 }
 
