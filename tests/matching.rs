@@ -541,7 +541,7 @@ async fn settled_scope_leaves_authorisations_waiting_for_their_settlement() {
 
     assert!(
         w.store()
-            .claim_match_batch_in(10, ClaimScope::Settled)
+            .claim_match_batch_in(10, ClaimScope::Settled, None)
             .await
             .unwrap()
             .is_none(),
@@ -549,7 +549,7 @@ async fn settled_scope_leaves_authorisations_waiting_for_their_settlement() {
     );
     let all = w
         .store()
-        .claim_match_batch_in(10, ClaimScope::All)
+        .claim_match_batch_in(10, ClaimScope::All, None)
         .await
         .unwrap()
         .expect("claimed with every payment");
@@ -563,7 +563,7 @@ async fn settled_scope_leaves_authorisations_waiting_for_their_settlement() {
     assert_eq!(stats.staged.payments_settled, 1, "{stats:?}");
     let settled = w
         .store()
-        .claim_match_batch_in(10, ClaimScope::Settled)
+        .claim_match_batch_in(10, ClaimScope::Settled, None)
         .await
         .unwrap()
         .expect("the settled payment is claimed in the settled scope");
@@ -1824,6 +1824,68 @@ async fn competing_payments(records: usize) -> World {
     assert_eq!(staged.staged.payments_created, 2 * records as u64);
 
     w
+}
+
+/// A claim given the cursor of an earlier claim takes only the payments
+/// after it (merchant, then payment order); without one it starts from the
+/// first flagged payment again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_after_a_cursor_takes_the_payments_after_it() {
+    let w = competing_payments(4).await;
+    let ids = |b: &MatchBatch| -> Vec<i64> {
+        b.work
+            .iter()
+            .flat_map(|mw| mw.payments.iter().map(|p| p.payment_id))
+            .collect()
+    };
+    let flagged: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM payments WHERE needs_match AND status = 'pending' ORDER BY merchant, id",
+    )
+    .fetch_all(w.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(flagged.len(), 8);
+
+    let first = w
+        .store()
+        .claim_match_batch_in(3, ClaimScope::All, None)
+        .await
+        .unwrap()
+        .expect("flagged payments");
+    assert_eq!(ids(&first), flagged[..3]);
+    let cursor = first.cursor();
+    drop(first); // rolled back: the three are free again
+
+    let next = w
+        .store()
+        .claim_match_batch_in(3, ClaimScope::All, cursor)
+        .await
+        .unwrap()
+        .expect("payments after the cursor");
+    assert_eq!(ids(&next), flagged[3..6]);
+    let last = w
+        .store()
+        .claim_match_batch_in(3, ClaimScope::All, next.cursor())
+        .await
+        .unwrap()
+        .expect("the rest");
+    assert_eq!(ids(&last), flagged[6..]);
+    assert!(
+        w.store()
+            .claim_match_batch_in(3, ClaimScope::All, last.cursor())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing after the last payment"
+    );
+    drop((next, last));
+    let again = w
+        .store()
+        .claim_match_batch_in(3, ClaimScope::All, None)
+        .await
+        .unwrap()
+        .expect("from the start");
+    assert_eq!(ids(&again), flagged[..3]);
 }
 
 /// Every record and every payment of [`competing_payments`] is in at most

@@ -783,8 +783,8 @@ async fn bench(
                     .with_filter(fmt_filter),
             )
             .with(recorder.clone().with_filter(profile::filter()));
-        // This thread only: `block_on` polls the whole pass here, and the
-        // spans carry the dispatcher to the matcher's blocking thread.
+        // This thread only: `block_on` polls the pass here, and the
+        // pipeline's tasks and spans carry the dispatcher to their threads.
         let _guard = tracing::subscriber::set_default(subscriber);
         crate::pipeline::matching::run_until_idle(&ctx).await?
     };
@@ -858,7 +858,7 @@ async fn bench(
     let _ = writeln!(
         w,
         "    wall time: staging {s0:.2}–{s1:.2} s (two stagers side by side), matching {m0:.2}–{m1:.2} s \
-         ({} workers, first to last batch; side by side with staging for {:.2} s); \
+         ({} workers, first claim taken to last batch committed; side by side with staging for {:.2} s); \
          below, time summed over the stagers and over the workers",
         ctx.config.match_workers,
         (s1.min(m1) - s0.max(m0)).max(0.0)
@@ -1072,12 +1072,11 @@ async fn verify(store: &crate::store::Store) -> anyhow::Result<Found> {
 
 /// Where the matching pass spends its time, from the spans the pipeline
 /// already has: `stage` (one per import staged) and `match` (one per batch:
-/// claimed on the pass's thread, decided on a blocking thread, committed
-/// back on the pass's thread), plus sqlx's per-statement timings.
+/// claimed, then decided inside its `decide` span, then committed), plus
+/// sqlx's per-statement timings.
 mod profile {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
-    use std::thread::ThreadId;
     use std::time::{Duration, Instant};
     use tracing::field::{Field, Visit};
     use tracing::{Event, Subscriber, span};
@@ -1132,7 +1131,6 @@ mod profile {
     struct Clock {
         stage: bool,
         created: Instant,
-        owner: ThreadId,
         decide_start: Option<Instant>,
         decide_end: Option<Instant>,
     }
@@ -1151,6 +1149,8 @@ mod profile {
     #[derive(Default)]
     struct State {
         open: HashMap<span::Id, Clock>,
+        /// Open `decide` spans → their batch's `match` span.
+        deciding: HashMap<span::Id, span::Id>,
         profile: Profile,
     }
 
@@ -1175,52 +1175,45 @@ mod profile {
     }
 
     impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
-        fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, _: Context<'_, S>) {
-            let name = attrs.metadata().name();
-            if name != "stage" && name != "match" {
-                return;
+        fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+            let now = Instant::now();
+            match attrs.metadata().name() {
+                // A batch's decision: its `match` span's claim is over.
+                "decide" => {
+                    let Some(batch) = ctx.span(id).and_then(|s| s.parent()).map(|p| p.id()) else {
+                        return;
+                    };
+                    self.with(|s| {
+                        if let Some(c) = s.open.get_mut(&batch) {
+                            c.decide_start = Some(now);
+                            s.deciding.insert(id.clone(), batch);
+                        }
+                    });
+                }
+                name @ ("stage" | "match") => self.with(|s| {
+                    s.open.insert(
+                        id.clone(),
+                        Clock {
+                            stage: name == "stage",
+                            created: now,
+                            decide_start: None,
+                            decide_end: None,
+                        },
+                    );
+                }),
+                _ => {}
             }
-            self.with(|s| {
-                s.open.insert(
-                    id.clone(),
-                    Clock {
-                        stage: name == "stage",
-                        created: Instant::now(),
-                        owner: std::thread::current().id(),
-                        decide_start: None,
-                        decide_end: None,
-                    },
-                )
-            });
-        }
-
-        fn on_enter(&self, id: &span::Id, _: Context<'_, S>) {
-            self.with(|s| {
-                if let Some(c) = s.open.get_mut(id)
-                    && !c.stage
-                    && c.owner != std::thread::current().id()
-                    && c.decide_start.is_none()
-                {
-                    c.decide_start = Some(Instant::now());
-                }
-            });
-        }
-
-        fn on_exit(&self, id: &span::Id, _: Context<'_, S>) {
-            self.with(|s| {
-                if let Some(c) = s.open.get_mut(id)
-                    && !c.stage
-                    && c.owner != std::thread::current().id()
-                    && c.decide_start.is_some()
-                {
-                    c.decide_end = Some(Instant::now());
-                }
-            });
         }
 
         fn on_close(&self, id: span::Id, _: Context<'_, S>) {
             let now = Instant::now();
             self.with(|s| {
+                if let Some(batch) = s.deciding.remove(&id) {
+                    if let Some(c) = s.open.get_mut(&batch) {
+                        c.decide_end = Some(now);
+                    }
+                    return;
+                }
                 let Some(c) = s.open.remove(&id) else { return };
                 let p = &mut s.profile;
                 if c.stage {
@@ -1228,13 +1221,13 @@ mod profile {
                     p.stage_extent.add(c.created, now);
                     return;
                 }
-                // Matching's extent: from the first batch that decided
-                // something to the last (not the empty claims of a pass).
-                if c.decide_start.is_some() {
-                    p.match_extent.add(c.created, now);
-                }
                 match (c.decide_start, c.decide_end) {
                     (Some(start), Some(end)) => {
+                        // Matching's extent: from the first claim taken to
+                        // the last batch committed (not the claims waiting
+                        // for merchant-side staging, nor a pass's last,
+                        // empty claim).
+                        p.match_extent.add(start, now);
                         p.claim += start - c.created;
                         p.decide += end - start;
                         p.commit += now - end;

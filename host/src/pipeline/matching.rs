@@ -30,11 +30,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::Instrument as _;
+use tracing::instrument::WithSubscriber as _;
 
 use super::Context;
 use crate::domain::MatchGroup;
 use crate::plugins::Runtime;
-use crate::store::matching::{BatchCounts, ClaimScope, MerchantWork, Stager, Verdict};
+use crate::store::matching::{BatchCounts, ClaimCursor, ClaimScope, MerchantWork, Stager, Verdict};
 use crate::store::{Reidentified, StageCounts, StoreError};
 
 /// Payments claimed per batch: one transaction, a few matcher calls.
@@ -74,24 +75,86 @@ impl MatchStats {
 /// oldest first, and beside them merchant-side imports oldest first (see
 /// [`Store::stage_next`](crate::store::Store::stage_next) for the locks).
 pub async fn stage_pending(ctx: &Context, stats: &mut MatchStats) -> Result<(), StoreError> {
-    stage_pending_notifying(ctx, stats, &Notify::new(), &AtomicBool::new(false)).await
+    stage_pending_signalling(ctx, stats, &Arc::new(Signals::default())).await
 }
 
-/// [`stage_pending`], telling `staged` each time an import is staged and
-/// when payment-side staging stops (then also setting `payment_side_over`).
-async fn stage_pending_notifying(
+/// What staging tells matching while both run.
+#[derive(Default)]
+struct Signals {
+    /// An import was staged, or a stager stopped.
+    staged: Notify,
+    /// Payment-side staging stopped (done or failed).
+    payment_side_over: AtomicBool,
+    /// Both stagers stopped.
+    staging_over: AtomicBool,
+}
+
+/// A spawned task, aborted when dropped: a caller that stops waiting (a
+/// timeout, a shutdown) leaves nothing running behind it. A panic in the
+/// task is resumed in the caller.
+///
+/// The stages run as tasks of their own, not as futures joined in the
+/// caller's task: sqlx decodes and encodes rows in the task that polls the
+/// connection, so joined in one task the stagers' and workers' row work
+/// all ran on one thread, and one of the two cores was idle for a third
+/// of `bench match` (vmstat).
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> Task<T> {
+    fn spawn(future: impl std::future::Future<Output = T> + Send + 'static) -> Self {
+        // With the caller's span and subscriber (`bench match` sets its own
+        // on its thread).
+        Task(tokio::spawn(
+            future.in_current_span().with_current_subscriber(),
+        ))
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for Task<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(v) => v,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Aborted only by our own drop, which never polls again.
+                Err(e) => unreachable!("stage task cancelled while awaited: {e}"),
+            },
+        })
+    }
+}
+
+/// [`stage_pending`], telling `signals` each time an import is staged and
+/// when payment-side staging stops.
+async fn stage_pending_signalling(
     ctx: &Context,
     stats: &mut MatchStats,
-    staged: &Notify,
-    payment_side_over: &AtomicBool,
+    signals: &Arc<Signals>,
 ) -> Result<(), StoreError> {
-    let payment_side = async {
-        let r = stage_all(ctx, Stager::Payment, staged).await;
-        payment_side_over.store(true, Ordering::SeqCst);
-        staged.notify_one();
-        r
-    };
-    let (payment, merchant) = tokio::join!(payment_side, stage_all(ctx, Stager::Merchant, staged));
+    let payment_side = Task::spawn({
+        let (ctx, signals) = (ctx.clone(), Arc::clone(signals));
+        async move {
+            let r = stage_all(&ctx, Stager::Payment, &signals.staged).await;
+            signals.payment_side_over.store(true, Ordering::SeqCst);
+            signals.staged.notify_one();
+            r
+        }
+    });
+    let merchant_side = Task::spawn({
+        let (ctx, signals) = (ctx.clone(), Arc::clone(signals));
+        async move { stage_all(&ctx, Stager::Merchant, &signals.staged).await }
+    });
+    let (payment, merchant) = tokio::join!(payment_side, merchant_side);
     // Both run to their end; what either staged is counted, and the first
     // error is reported.
     let mut first_error = None;
@@ -156,15 +219,12 @@ async fn stage_all(
 /// or failed) matching makes one more pass, so nothing staged waits for the
 /// next call. The first error of either is returned, after both stopped.
 pub async fn stage_and_match(ctx: &Context, stats: &mut MatchStats) -> Result<(), StoreError> {
-    let staged = Notify::new();
-    let staging_over = AtomicBool::new(false);
-    let payment_side_over = AtomicBool::new(false);
+    let signals = Arc::new(Signals::default());
     let mut staging_stats = MatchStats::default();
     let staging = async {
-        let result =
-            stage_pending_notifying(ctx, &mut staging_stats, &staged, &payment_side_over).await;
-        staging_over.store(true, Ordering::SeqCst);
-        staged.notify_one();
+        let result = stage_pending_signalling(ctx, &mut staging_stats, &signals).await;
+        signals.staging_over.store(true, Ordering::SeqCst);
+        signals.staged.notify_one();
         result
     };
     let matching = async {
@@ -172,8 +232,8 @@ pub async fn stage_and_match(ctx: &Context, stats: &mut MatchStats) -> Result<()
         loop {
             // Read before the pass: a pass that started after staging
             // stopped saw everything it staged.
-            let last = staging_over.load(Ordering::SeqCst);
-            let scope = if payment_side_over.load(Ordering::SeqCst) {
+            let last = signals.staging_over.load(Ordering::SeqCst);
+            let scope = if signals.payment_side_over.load(Ordering::SeqCst) {
                 ClaimScope::All
             } else {
                 ClaimScope::Settled
@@ -185,7 +245,7 @@ pub async fn stage_and_match(ctx: &Context, stats: &mut MatchStats) -> Result<()
                 return (m, Ok(()));
             }
             // A permit is kept if the notice came during the pass.
-            staged.notified().await;
+            signals.staged.notified().await;
         }
     };
     let (staged_result, (matched, matched_result)) = tokio::join!(staging, matching);
@@ -219,24 +279,31 @@ pub async fn match_pending_with(
     match_in(ctx, stats, workers, ClaimScope::All).await
 }
 
-/// [`match_pending_with`] for the flagged payments in `scope`.
+/// [`match_pending_with`] for the flagged payments in `scope`. Each worker
+/// is a task of its own (see [`Task`]).
 async fn match_in(
     ctx: &Context,
     stats: &mut MatchStats,
     workers: usize,
     scope: ClaimScope,
 ) -> Result<(), StoreError> {
-    let batches = AtomicU64::new(stats.batches);
+    let shared = Arc::new(Pass {
+        batches: AtomicU64::new(stats.batches),
+        scope,
+        cursor: std::sync::Mutex::new(None),
+    });
+    let worker = |until_backlog: bool| {
+        let (ctx, shared) = (ctx.clone(), Arc::clone(&shared));
+        Task::spawn(async move { match_worker(&ctx, &shared, until_backlog).await })
+    };
     // One worker until a full batch shows a backlog: a few payments are
     // decided in one batch, as one transaction, whatever the setting.
-    let (first, backlog) = match_worker(ctx, &batches, scope, workers > 1).await?;
+    let (first, backlog) = worker(workers > 1).await?;
     stats.add_batches(&first);
     if !backlog {
         return Ok(());
     }
-    let results =
-        futures::future::join_all((0..workers).map(|_| match_worker(ctx, &batches, scope, false)))
-            .await;
+    let results = futures::future::join_all((0..workers).map(|_| worker(false))).await;
     let mut first_error = None;
     for result in results {
         match result {
@@ -249,20 +316,46 @@ async fn match_in(
     first_error.map_or(Ok(()), Err)
 }
 
+/// What the workers of one matching pass share.
+struct Pass {
+    /// Batches claimed so far (numbers the batches' spans).
+    batches: AtomicU64,
+    scope: ClaimScope,
+    /// Where the last claim ended: the next one starts after it, and goes
+    /// back to the start when nothing is left after it (payments flagged
+    /// again behind it: a lost race, an ambiguity resolved).
+    cursor: std::sync::Mutex<Option<ClaimCursor>>,
+}
+
+impl Pass {
+    fn cursor(&self) -> Option<ClaimCursor> {
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_cursor(&self, cursor: Option<ClaimCursor>) {
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = cursor;
+    }
+}
+
 /// Claim, decide and commit batches until none is left or, with
 /// `until_backlog`, until a full batch shows there is a backlog (then
 /// `true`).
 async fn match_worker(
     ctx: &Context,
-    batches: &AtomicU64,
-    scope: ClaimScope,
+    pass: &Pass,
     until_backlog: bool,
 ) -> Result<(MatchStats, bool), StoreError> {
     let mut stats = MatchStats::default();
     loop {
-        let (s, full) = match_one(ctx, batches, scope).await?;
+        let after = pass.cursor();
+        let (s, full) = match_one(ctx, pass, after).await?;
         stats.add_batches(&s);
         if s.claimed == 0 && !full {
+            if after.is_some() {
+                // Nothing after the cursor: once more from the start.
+                pass.set_cursor(None);
+                continue;
+            }
             return Ok((stats, false));
         }
         if full && until_backlog {
@@ -277,26 +370,27 @@ async fn match_worker(
 /// nothing and reports itself full, so that it is claimed again.
 async fn match_one(
     ctx: &Context,
-    batches: &AtomicU64,
-    scope: ClaimScope,
+    pass: &Pass,
+    after: Option<ClaimCursor>,
 ) -> Result<(MatchStats, bool), StoreError> {
     let mut stats = MatchStats::default();
-    let n = batches.fetch_add(1, Ordering::Relaxed) + 1;
+    let n = pass.batches.fetch_add(1, Ordering::Relaxed) + 1;
     let span = tracing::info_span!("match", batch = n);
     let Some(mut batch) = ctx
         .store
-        .claim_match_batch_in(BATCH, scope)
+        .claim_match_batch_in(BATCH, pass.scope, after)
         .instrument(span.clone())
         .await?
     else {
         return Ok((stats, false));
     };
+    pass.set_cursor(batch.cursor());
     let claimed = batch.len() as u64;
     let full = claimed >= BATCH as u64;
     let work = std::mem::take(&mut batch.work);
     let runtime = ctx.runtime.clone();
     let verdicts = {
-        let span = span.clone();
+        let span = tracing::info_span!(parent: &span, "decide");
         tokio::task::spawn_blocking(move || span.in_scope(|| decide_all(&runtime, &work)))
             .await
             .map_err(|e| StoreError::Conflict(format!("matcher task failed: {e}")))?

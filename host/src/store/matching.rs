@@ -234,11 +234,26 @@ impl std::ops::AddAssign for BatchCounts {
 pub struct MatchBatch {
     tx: Tx,
     pub work: Vec<MerchantWork>,
-    /// The stored transaction of each claimed payment and candidate record
-    /// (by payment and record id): what a decision drops from the cache.
-    payment_transactions: std::collections::HashMap<i64, i64>,
+    cursor: Option<ClaimCursor>,
+    /// Each claimed payment's merchant and stored transaction.
+    payments: std::collections::HashMap<i64, ClaimedPayment>,
+    /// The stored transaction of each candidate record (by record id).
+    /// With the payments' ones: what a decision drops from the cache.
     record_transactions: std::collections::HashMap<i64, i64>,
     cache: Arc<TransactionCache>,
+}
+
+/// Where a claim ended, in the claims' order: the last claimed payment and
+/// its merchant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimCursor {
+    merchant: i64,
+    payment: i64,
+}
+
+struct ClaimedPayment {
+    merchant: i64,
+    transaction: i64,
 }
 
 /// A match as stored.
@@ -668,15 +683,24 @@ impl Store {
     /// against other workers, with their candidates (C1–C5 plus the
     /// merchant's tolerance; pairs a reviewer rejected are left out).
     pub async fn claim_match_batch(&self, limit: i64) -> Result<Option<MatchBatch>> {
-        self.claim_match_batch_in(limit, ClaimScope::All).await
+        self.claim_match_batch_in(limit, ClaimScope::All, None)
+            .await
     }
 
     /// [`claim_match_batch`](Self::claim_match_batch) of the flagged
-    /// payments in `scope`.
+    /// payments in `scope`, and with `after` (a batch's
+    /// [`cursor`](MatchBatch::cursor)) only those after it in the claims'
+    /// (merchant, payment) order.
+    ///
+    /// Workers that pass on the cursor of the last claim neither walk past
+    /// each other's locked payments nor past the index entries of the
+    /// payments matched before (dead until vacuumed): from the start, each
+    /// claim scanned twice the rows it took (`bench match`, EXPLAIN).
     pub async fn claim_match_batch_in(
         &self,
         limit: i64,
         scope: ClaimScope,
+        after: Option<ClaimCursor>,
     ) -> Result<Option<MatchBatch>> {
         let mut tx = self.pool.begin().await?;
         // Shared with other matchers, exclusive of merchant-side staging:
@@ -686,26 +710,50 @@ impl Store {
             .bind(SCHEME_STAGING_LOCK)
             .execute(&mut *tx)
             .await?;
-        // Three reads: the claim, the candidates' ids, then every
-        // transaction either needs in one lookup by sorted id. Joined into
-        // the first two, each payment and candidate cost a random read of
-        // `transactions` (file order, not merchant order; `bench match`).
+        // One statement: the claim (locks only: the merchant, the card and
+        // the candidates are read for the claimed rows, not for the locked
+        // ones skipped), then per payment its candidates' ids and
+        // transactions. The transactions themselves come from the cache or
+        // from one lookup by sorted id below: joined in, each payment and
+        // candidate cost a random read of `transactions` (file order, not
+        // merchant order; `bench match`). The candidate lookup is a lateral
+        // subquery so that merchant, provider and the amount range are all
+        // conditions of the `scheme_candidates` index.
         let rows = sqlx::query(&format!(
-            "SELECT p.id AS payment_id, p.merchant AS merchant_id, p.transaction_id, \
+            "WITH c AS MATERIALIZED ( \
+               SELECT p.id, p.merchant, p.provider, p.mid, p.transaction_id, p.amount_minor, \
+                 p.currency, p.occurred_at, p.first_six, p.last_four, p.auth_code, p.card_token \
+               FROM payments p \
+               WHERE p.needs_match AND p.status = 'pending' {} \
+                 AND (p.merchant, p.id) > ($2, $3) \
+               ORDER BY p.merchant, p.id LIMIT $1 \
+               FOR UPDATE OF p SKIP LOCKED) \
+             SELECT p.id AS payment_id, p.merchant AS merchant_id, p.transaction_id, \
                p.amount_minor AS p_amount, p.currency AS p_currency, p.occurred_at AS p_occurred_at, \
                p.first_six AS p_first_six, p.last_four AS p_last_four, p.auth_code AS p_auth_code, \
                m.slug AS merchant_slug, m.matcher, m.matcher_config, m.auto_confirm_confidence, \
-               c.card_token AS c_token, c.first_six AS c_first_six, c.last_four AS c_last_four, \
-               c.loyalty_id AS c_loyalty_id \
-             FROM payments p \
+               cr.card_token AS c_token, cr.first_six AS c_first_six, cr.last_four AS c_last_four, \
+               cr.loyalty_id AS c_loyalty_id, k.ids AS candidate_ids, k.tids AS candidate_transactions \
+             FROM c p \
              JOIN merchants m ON m.id = p.merchant \
-             LEFT JOIN card_registry c ON c.card_token = p.card_token \
-             WHERE p.needs_match AND p.status = 'pending' {} \
-             ORDER BY p.merchant, p.id LIMIT $1 \
-             FOR UPDATE OF p SKIP LOCKED",
+             LEFT JOIN LATERAL (SELECT cr.* FROM card_registry cr \
+                                WHERE cr.card_token = p.card_token OFFSET 0) cr ON true \
+             CROSS JOIN LATERAL ( \
+               SELECT array_agg(s.id ORDER BY s.id) AS ids, \
+                      array_agg(s.transaction_id ORDER BY s.id) AS tids \
+               FROM scheme_transactions s \
+               WHERE s.merchant = p.merchant AND s.provider = p.provider \
+                 AND {SCHEME_OPEN} AND s.currency = p.currency \
+                 AND s.amount_minor BETWEEN p.amount_minor - {ALLOWANCE} AND p.amount_minor + {ALLOWANCE} \
+                 AND p.mid = ANY (s.mids) \
+                 AND s.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+                                     - make_interval(days => m.lookback_days)) k \
+             ORDER BY p.merchant, p.id",
             scope.condition()
         ))
         .bind(limit)
+        .bind(after.map_or(i64::MIN, |c| c.merchant))
+        .bind(after.map_or(i64::MIN, |c| c.payment))
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
@@ -715,37 +763,36 @@ impl Store {
         for row in &rows {
             ids.push(row.try_get::<i64, _>("payment_id")?);
         }
-        // Candidates of every claimed payment in one query. The lookup is a
-        // fenced (`OFFSET 0`) lateral subquery so that merchant, provider
-        // and the amount range are all index conditions: joined plainly the
-        // planner probed `scheme_candidates` by merchant alone and filtered
-        // every pending record of the merchant for each payment (4 s a batch
-        // with 1,100 records a merchant; `bench match`).
-        let candidates: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT p.id, s.id, s.transaction_id \
-             FROM payments p \
-             JOIN merchants m ON m.id = p.merchant \
-             CROSS JOIN LATERAL (SELECT s.id, s.transaction_id FROM scheme_transactions s \
-               WHERE s.merchant = p.merchant AND s.provider = p.provider \
-                 AND {SCHEME_OPEN} AND s.currency = p.currency \
-                 AND s.amount_minor BETWEEN p.amount_minor - {ALLOWANCE} AND p.amount_minor + {ALLOWANCE} \
-                 AND p.mid = ANY (s.mids) \
-                 AND s.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
-                                     - make_interval(days => m.lookback_days) \
-               OFFSET 0) s \
-             WHERE p.id = ANY ($1) \
-               AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.payment_id = p.id \
-                               AND r.scheme_id = s.id AND r.status = 'rejected') \
-             ORDER BY p.id, s.id"
-        ))
+        // Pairs a reviewer rejected are no candidates. Read apart: probed
+        // per candidate in the claim they cost a fifth of its buffer reads,
+        // for an index that is almost always empty.
+        let rejected: std::collections::HashSet<(i64, i64)> = sqlx::query_as(
+            "SELECT payment_id, scheme_id FROM reviews \
+             WHERE status = 'rejected' AND payment_id = ANY ($1)",
+        )
         .bind(&ids)
         .fetch_all(&mut *tx)
-        .await?;
-        let mut wanted: Vec<i64> = Vec::with_capacity(rows.len() + candidates.len());
-        for row in &rows {
+        .await?
+        .into_iter()
+        .collect();
+        // (payment, candidate record, its transaction), in the rows' order.
+        let mut candidates: Vec<(i64, i64, i64)> = Vec::new();
+        let mut wanted: Vec<i64> = Vec::with_capacity(rows.len() * 4);
+        for (row, &payment_id) in rows.iter().zip(&ids) {
             wanted.push(row.try_get("transaction_id")?);
+            let ids: Option<Vec<i64>> = row.try_get("candidate_ids")?;
+            let tids: Option<Vec<i64>> = row.try_get("candidate_transactions")?;
+            for (id, tid) in ids
+                .unwrap_or_default()
+                .into_iter()
+                .zip(tids.unwrap_or_default())
+            {
+                if !rejected.contains(&(payment_id, id)) {
+                    candidates.push((payment_id, id, tid));
+                    wanted.push(tid);
+                }
+            }
         }
-        wanted.extend(candidates.iter().map(|c| c.2));
         wanted.sort_unstable();
         wanted.dedup();
         // From the cache what staging left there; the rest in one read.
@@ -768,7 +815,7 @@ impl Store {
                 ))
             })
         };
-        let mut payment_transactions = std::collections::HashMap::with_capacity(rows.len());
+        let mut payments = std::collections::HashMap::with_capacity(rows.len());
         let mut record_transactions = std::collections::HashMap::with_capacity(candidates.len());
         let mut work: Vec<MerchantWork> = Vec::new();
         for row in &rows {
@@ -790,7 +837,13 @@ impl Store {
             }
             let payment_id: i64 = row.try_get("payment_id")?;
             let transaction_id: i64 = row.try_get("transaction_id")?;
-            payment_transactions.insert(payment_id, transaction_id);
+            payments.insert(
+                payment_id,
+                ClaimedPayment {
+                    merchant: merchant_id,
+                    transaction: transaction_id,
+                },
+            );
             let mut payment = Transaction::clone(&*transaction(transaction_id)?);
             // The payment's effective fields (after the collapse).
             payment.amount.minor_units = row.try_get("p_amount")?;
@@ -850,10 +903,17 @@ impl Store {
                 }
             }
         }
+        let cursor = work.last().and_then(|w| {
+            w.payments.last().map(|p| ClaimCursor {
+                merchant: w.merchant.id,
+                payment: p.payment_id,
+            })
+        });
         Ok(Some(MatchBatch {
             tx,
             work,
-            payment_transactions,
+            cursor,
+            payments,
             record_transactions,
             cache: Arc::clone(&self.transactions),
         }))
@@ -1376,6 +1436,11 @@ impl Store {
 }
 
 impl MatchBatch {
+    /// Where this claim ended: the next claim may start after it.
+    pub fn cursor(&self) -> Option<ClaimCursor> {
+        self.cursor
+    }
+
     /// How many payments were claimed.
     pub fn len(&self) -> usize {
         self.work.iter().map(|w| w.payments.len()).sum()
@@ -1393,6 +1458,9 @@ impl MatchBatch {
         let tx = &mut self.tx;
         // Matches first: the unique constraints decide who gets a candidate.
         let mut m = MatchColumns::default();
+        // The merchant of each match, from the claim (`None`, a payment
+        // this batch did not claim, fails the insert on NOT NULL).
+        let mut m_merchant: Vec<Option<i64>> = Vec::new();
         let mut r = MatchColumns::default();
         for (payment_id, v) in &verdicts {
             match v {
@@ -1402,14 +1470,17 @@ impl MatchBatch {
                     confidence,
                     candidates,
                     plugin,
-                } => m.push(
-                    *payment_id,
-                    *scheme_id,
-                    reason,
-                    *confidence,
-                    *candidates,
-                    plugin,
-                ),
+                } => {
+                    m_merchant.push(self.payments.get(payment_id).map(|p| p.merchant));
+                    m.push(
+                        *payment_id,
+                        *scheme_id,
+                        reason,
+                        *confidence,
+                        *candidates,
+                        plugin,
+                    )
+                }
                 Verdict::Review {
                     scheme_id,
                     reason,
@@ -1433,12 +1504,12 @@ impl MatchBatch {
             sqlx::query_as(
                 "INSERT INTO matches (kind, merchant, payment_id, scheme_id, plugin_name, plugin_version, \
                    plugin_sha256, reason, confidence, candidates, actor) \
-                 SELECT 'matched', p.merchant, d.payment_id, d.scheme_id, d.plugin_name, d.plugin_version, \
+                 SELECT 'matched', d.merchant, d.payment_id, d.scheme_id, d.plugin_name, d.plugin_version, \
                    d.plugin_sha256, d.reason, d.confidence, d.candidates, 'plugin:' || d.plugin_name || '@' || d.plugin_version \
                  FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                             $7::smallint[], $8::int[]) \
-                      AS d(payment_id, scheme_id, plugin_name, plugin_version, plugin_sha256, reason, confidence, candidates) \
-                 JOIN payments p ON p.id = d.payment_id \
+                             $7::smallint[], $8::int[], $9::bigint[]) \
+                      AS d(payment_id, scheme_id, plugin_name, plugin_version, plugin_sha256, reason, confidence, \
+                           candidates, merchant) \
                  ORDER BY d.scheme_id \
                  ON CONFLICT DO NOTHING RETURNING payment_id, scheme_id",
             )
@@ -1450,6 +1521,7 @@ impl MatchBatch {
             .bind(&m.reason)
             .bind(&m.confidence)
             .bind(&m.candidates)
+            .bind(&m_merchant)
             .fetch_all(&mut **tx)
             .await?
         };
@@ -1600,7 +1672,7 @@ impl MatchBatch {
         // Matched on both sides: no claim reads these again.
         let gone = won.iter().flat_map(|(p, s)| {
             [
-                self.payment_transactions.get(p).copied(),
+                self.payments.get(p).map(|c| c.transaction),
                 self.record_transactions.get(s).copied(),
             ]
         });
@@ -2209,6 +2281,21 @@ async fn flag_for_scheme(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u6
 /// their candidates: with it gone, the rest may decide them. Run after the
 /// deciding batch's own attempts are written, so its payments count too.
 async fn flag_ambiguous(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u64> {
+    if scheme_ids.is_empty() {
+        return Ok(0);
+    }
+    // Usually no payment is waiting ambiguous at all: one probe of its
+    // (small) index instead of a join per matched record (2.8 s summed in
+    // `bench match`, for nothing).
+    let any: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM payments p2 \
+                        WHERE p2.status = 'pending' AND NOT p2.needs_match AND p2.last_candidates > 1)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !any {
+        return Ok(0);
+    }
     flag_payments_near(tx, scheme_ids, "AND p2.last_candidates > 1").await
 }
 
