@@ -391,9 +391,17 @@ async fn match_one(
     let runtime = ctx.runtime.clone();
     let verdicts = {
         let span = tracing::info_span!(parent: &span, "decide");
-        tokio::task::spawn_blocking(move || span.in_scope(|| decide_all(&runtime, &work)))
-            .await
-            .map_err(|e| StoreError::Conflict(format!("matcher task failed: {e}")))?
+        // The blocking thread gets this task's subscriber too: closing the
+        // span there releases its parent through the thread's default
+        // (`bench match` sets its own subscriber on its thread only).
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        tokio::task::spawn_blocking(move || {
+            tracing::dispatcher::with_default(&dispatch, move || {
+                span.in_scope(|| decide_all(&runtime, &work))
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Conflict(format!("matcher task failed: {e}")))?
     };
     match batch.commit(verdicts).instrument(span.clone()).await {
         Ok(counts) => {

@@ -2281,21 +2281,6 @@ async fn flag_for_scheme(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u6
 /// their candidates: with it gone, the rest may decide them. Run after the
 /// deciding batch's own attempts are written, so its payments count too.
 async fn flag_ambiguous(tx: &mut PgConnection, scheme_ids: &[i64]) -> Result<u64> {
-    if scheme_ids.is_empty() {
-        return Ok(0);
-    }
-    // Usually no payment is waiting ambiguous at all: one probe of its
-    // (small) index instead of a join per matched record (2.8 s summed in
-    // `bench match`, for nothing).
-    let any: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM payments p2 \
-                        WHERE p2.status = 'pending' AND NOT p2.needs_match AND p2.last_candidates > 1)",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if !any {
-        return Ok(0);
-    }
     flag_payments_near(tx, scheme_ids, "AND p2.last_candidates > 1").await
 }
 
