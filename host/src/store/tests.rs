@@ -337,15 +337,16 @@ async fn copy_round_trips_nasty_strings(pool: PgPool) {
         t.time_known = i % 2 == 0;
         t.provider = Some(s.to_string());
         t.card_first_six = (i % 2 == 0).then(|| s.to_string());
-        t.card_last_four = None;
+        t.card_last_four = (i % 3 == 0).then(|| format!("{s}/last four"));
         t.card_token = Some(format!("{s}{s}"));
-        t.auth_code = Some(s.to_string());
-        t.approval_code = Some(s.to_string());
-        t.settlement_key = Some(s.to_string());
-        t.account_id = Some(s.to_string());
-        t.reference_id = Some(s.to_string());
-        t.payer_account = Some(s.to_string());
-        t.beneficiary_account = Some(s.to_string());
+        // Each column its own value: stored_transaction reads by position.
+        t.auth_code = Some(format!("{s}/auth"));
+        t.approval_code = Some(format!("{s}/approval"));
+        t.settlement_key = Some(format!("{s}/key"));
+        t.account_id = Some(format!("{s}/account"));
+        t.reference_id = Some(format!("{s}/reference"));
+        t.payer_account = Some(format!("{s}/payer"));
+        t.beneficiary_account = Some(format!("{s}/beneficiary"));
         t.merchant_ids = vec![
             MerchantIdentifier {
                 value: s.to_string(),
