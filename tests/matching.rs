@@ -1888,6 +1888,54 @@ async fn a_claim_after_a_cursor_takes_the_payments_after_it() {
     assert_eq!(ids(&again), flagged[..3]);
 }
 
+/// A payment with more candidates than the claim hands a matcher
+/// (`MAX_CANDIDATES`) is not decided: it stays pending with the count, and
+/// no record is matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_with_too_many_candidates_stays_pending_with_the_count() {
+    let over = accord::store::matching::MAX_CANDIDATES + 1;
+    let w = World::start().await;
+    w.merchant("wasabi-club", match_mode()).await;
+    w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
+        .await;
+    let auth = json!({
+        "ExternalUserId": "tok-visa-5f3a91",
+        "MessageElementsCollection": [
+            {"Key": "Transaction.VipTransactionId", "Value": "PAY-MANY"},
+            {"Key": "Transaction.TimeStampYYMMDD", "Value": "2024-03-09T12:00:00"},
+            {"Key": "Transaction.TransactionAmount", "Value": "10.00"},
+            {"Key": "Transaction.MerchantCardAcceptorId", "Value": "WAS-EFT-31337"},
+            {"Key": "Transaction.VisaStoreId", "Value": ""},
+            {"Key": "Transaction.VisaMerchantId", "Value": ""},
+            {"Key": "Transaction.AuthCode", "Value": "123456"},
+        ],
+    });
+    let mut csv = String::from(WASABI_HEADER);
+    for k in 0..over {
+        csv.push_str(&format!(
+            "W012,{k},{k},3,10.00,454321******4821,Visa,123456,1,09/03/2024,12:00:30,WAS-EFT-31337,REC-{k:05}\n"
+        ));
+    }
+    w.import_bytes("visa-auth", "one.ndjson", format!("{auth}\n").into_bytes())
+        .await;
+    w.import_bytes("wasabi", "many.csv", csv.into_bytes()).await;
+    let decided = w.run().await.decided;
+    assert_eq!((decided.matched, decided.unmatched), (0, 1), "{decided:?}");
+    let p = w.payment(w.tx("visa-auth", "PAY-MANY").await).await;
+    assert_eq!(
+        (p.status.as_str(), p.last_candidates),
+        ("pending", Some(over as i32)),
+        "{p:?}"
+    );
+    assert!(
+        p.last_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("too ambiguous")),
+        "{p:?}"
+    );
+    assert_eq!(w.count("SELECT count(*) FROM matches").await, 0);
+}
+
 /// Every record and every payment of [`competing_payments`] is in at most
 /// one match, each record went to one of its own two payments, and the
 /// statuses agree with the matches.

@@ -775,23 +775,23 @@ impl Store {
         .await?
         .into_iter()
         .collect();
-        // (payment, candidate record, its transaction), in the rows' order.
-        let mut candidates: Vec<(i64, i64, i64)> = Vec::new();
+        // Per row: its candidates (record, its transaction), in id order.
+        let mut found: Vec<Vec<(i64, i64)>> = Vec::with_capacity(rows.len());
         let mut wanted: Vec<i64> = Vec::with_capacity(rows.len() * 4);
         for (row, &payment_id) in rows.iter().zip(&ids) {
             wanted.push(row.try_get("transaction_id")?);
-            let ids: Option<Vec<i64>> = row.try_get("candidate_ids")?;
+            let records: Option<Vec<i64>> = row.try_get("candidate_ids")?;
             let tids: Option<Vec<i64>> = row.try_get("candidate_transactions")?;
-            for (id, tid) in ids
+            let open: Vec<(i64, i64)> = records
                 .unwrap_or_default()
                 .into_iter()
                 .zip(tids.unwrap_or_default())
-            {
-                if !rejected.contains(&(payment_id, id)) {
-                    candidates.push((payment_id, id, tid));
-                    wanted.push(tid);
-                }
+                .filter(|&(record, _)| !rejected.contains(&(payment_id, record)))
+                .collect();
+            if open.len() <= MAX_CANDIDATES {
+                wanted.extend(open.iter().map(|c| c.1));
             }
+            found.push(open);
         }
         wanted.sort_unstable();
         wanted.dedup();
@@ -816,9 +816,9 @@ impl Store {
             })
         };
         let mut payments = std::collections::HashMap::with_capacity(rows.len());
-        let mut record_transactions = std::collections::HashMap::with_capacity(candidates.len());
+        let mut record_transactions = std::collections::HashMap::new();
         let mut work: Vec<MerchantWork> = Vec::new();
-        for row in &rows {
+        for ((row, &payment_id), open) in rows.iter().zip(&ids).zip(found) {
             let merchant_id: i64 = row.try_get("merchant_id")?;
             if work.last().is_none_or(|w| w.merchant.id != merchant_id) {
                 let confidence: i16 = row.try_get("auto_confirm_confidence")?;
@@ -835,7 +835,6 @@ impl Store {
                     payments: Vec::new(),
                 });
             }
-            let payment_id: i64 = row.try_get("payment_id")?;
             let transaction_id: i64 = row.try_get("transaction_id")?;
             payments.insert(
                 payment_id,
@@ -862,6 +861,16 @@ impl Store {
                 }),
                 None => None,
             };
+            // More than MAX_CANDIDATES: the group holds none.
+            let too_many = (open.len() > MAX_CANDIDATES).then_some(open.len());
+            let (mut candidate_ids, mut candidates) = (Vec::new(), Vec::new());
+            if too_many.is_none() {
+                for (record, tid) in open {
+                    candidate_ids.push(record);
+                    candidates.push(transaction(tid)?);
+                    record_transactions.insert(record, tid);
+                }
+            }
             work.last_mut()
                 .expect("pushed above")
                 .payments
@@ -870,38 +879,11 @@ impl Store {
                     group: MatchGroup {
                         payment,
                         cardholder,
-                        candidates: Vec::new(),
+                        candidates,
                     },
-                    candidate_ids: Vec::new(),
-                    too_many: None,
+                    candidate_ids,
+                    too_many,
                 });
-        }
-        let mut index = std::collections::HashMap::with_capacity(ids.len());
-        for (w, mw) in work.iter().enumerate() {
-            for (p, pw) in mw.payments.iter().enumerate() {
-                index.insert(pw.payment_id, (w, p));
-            }
-        }
-        for &(payment_id, scheme_id, transaction_id) in &candidates {
-            let Some(&(w, p)) = index.get(&payment_id) else {
-                continue;
-            };
-            let pw = &mut work[w].payments[p];
-            if pw.candidate_ids.len() >= MAX_CANDIDATES {
-                *pw.too_many.get_or_insert(MAX_CANDIDATES) += 1;
-                continue;
-            }
-            pw.candidate_ids.push(scheme_id);
-            pw.group.candidates.push(transaction(transaction_id)?);
-            record_transactions.insert(scheme_id, transaction_id);
-        }
-        for mw in &mut work {
-            for pw in &mut mw.payments {
-                if pw.too_many.is_some() {
-                    pw.group.candidates.clear();
-                    pw.candidate_ids.clear();
-                }
-            }
         }
         let cursor = work.last().and_then(|w| {
             w.payments.last().map(|p| ClaimCursor {
