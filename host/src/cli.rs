@@ -282,6 +282,9 @@ pub enum BenchCommand {
         /// The daemon's `transaction_cache_mb` for the run.
         #[arg(long, default_value_t = crate::config::DEFAULT_TRANSACTION_CACHE_MB)]
         transaction_cache_mb: u64,
+        /// The daemon's `match_workers` for the run (1–64).
+        #[arg(long, default_value_t = crate::config::DEFAULT_MATCH_WORKERS)]
+        match_workers: usize,
     },
 }
 
@@ -376,12 +379,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database_url,
             keep_database,
             transaction_cache_mb,
+            match_workers,
         }) => bench_match::run(
             payments,
             merchants,
             database_url,
             keep_database,
-            transaction_cache_mb,
+            bench_match::Tuning {
+                cache_mb: transaction_cache_mb,
+                match_workers,
+            },
         ),
     }
 }

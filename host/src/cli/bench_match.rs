@@ -472,12 +472,21 @@ fn merchant_csv_config() -> serde_json::Value {
     })
 }
 
+/// The daemon settings a run uses that its options set.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// `transaction_cache_mb`
+    pub cache_mb: u64,
+    /// `match_workers`
+    pub match_workers: usize,
+}
+
 pub fn run(
     purchases: usize,
     merchants: usize,
     database_url: Option<String>,
     keep_database: bool,
-    cache_mb: u64,
+    tuning: Tuning,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(purchases > 0, "--payments must be at least 1");
     anyhow::ensure!(merchants > 0, "--merchants must be at least 1");
@@ -489,7 +498,7 @@ pub fn run(
         merchants,
         database_url,
         keep_database,
-        cache_mb,
+        tuning,
     ))
 }
 
@@ -498,7 +507,7 @@ async fn run_async(
     merchant_count: usize,
     database_url: Option<String>,
     keep_database: bool,
-    cache_mb: u64,
+    tuning: Tuning,
 ) -> anyhow::Result<ExitCode> {
     use sqlx::Connection;
 
@@ -549,7 +558,7 @@ async fn run_async(
         &url,
         reuse,
         keep,
-        cache_mb,
+        tuning,
     )
     .await;
     if keep_database {
@@ -572,8 +581,12 @@ async fn bench(
     url: &str,
     reuse: bool,
     keep_as_template: Option<(String, String, String)>,
-    cache_mb: u64,
+    tuning: Tuning,
 ) -> anyhow::Result<ExitCode> {
+    let Tuning {
+        cache_mb,
+        match_workers,
+    } = tuning;
     use crate::config::Config;
     use crate::pipeline::{Context, import_stream};
     use crate::store::{Channel, Store};
@@ -598,6 +611,7 @@ async fn bench(
         work.path().join("data").display().to_string().into(),
     );
     config.insert("plugins_dir".into(), plugins.display().to_string().into());
+    config.insert("match_workers".into(), i64::try_from(match_workers)?.into());
     let source = |name: &str,
                   side: &str,
                   parser: &str,
