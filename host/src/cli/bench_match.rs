@@ -749,8 +749,10 @@ async fn bench(
         store.close().await;
         let mut admin = sqlx::PgConnection::connect(&server).await?;
         // Autovacuum visits the freshly loaded tables (for minutes) and
-        // counts as another user of the source database: stop it (it comes
-        // back later on its own).
+        // counts as another user of the source database, and so, on some
+        // servers, does a connection of the closed pool that is still
+        // going away: end them (the database is this run's own; autovacuum
+        // comes back later on its own).
         let mut tries = 0;
         while let Err(e) = sqlx::query(&format!("CREATE DATABASE {template} TEMPLATE {db}"))
             .execute(&mut admin)
@@ -769,7 +771,7 @@ async fn bench(
             }
             sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = $1 AND backend_type = 'autovacuum worker'",
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
             )
             .bind(&db)
             .execute(&mut admin)
