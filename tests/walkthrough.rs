@@ -341,6 +341,13 @@ fn readme_walkthrough_matches_a_visa_payment_to_an_iceland_record() {
     )["items"][0]["transaction_id"]
         .as_i64()
         .unwrap();
+    // By status: the first purchase alone is matched (`payments_status`
+    // leaves matched payments out; both lists must still be right).
+    let (_, matched) = d.get("/v1/payments?merchant=iceland-bonus-card&status=matched");
+    let matched = matched["items"].as_array().unwrap();
+    assert_eq!(matched.len(), 1, "{matched:?}");
+    assert_ne!(matched[0]["transaction_id"].as_i64(), Some(second_tx));
+    assert_eq!(matched[0]["status"], "matched", "{matched:?}");
     let (_, explained) = d.get(&format!("/v1/transactions/{second_tx}"));
     assert_eq!(explained["payment"]["last_candidates"], 0, "{explained}");
     assert!(
