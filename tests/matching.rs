@@ -748,9 +748,13 @@ async fn itsu_amex_is_unsupported_and_stays_pending_with_the_reason() {
     ])
     .await;
     w.cards(&[("amx-itsu-1007", "374245", "1007")]).await;
+    // The merchant side first: staged in the payment's own run (the two
+    // sides side by side) it may come after the payment's first attempt,
+    // and flag it for a second one.
+    w.import("itsu", "itsu/itsu.csv").await;
+    w.run().await;
     w.import("amex-settlement", "itsu/amex-settlement.json")
         .await;
-    w.import("itsu", "itsu/itsu.csv").await;
     let stats = w.run().await;
     assert_eq!(
         (stats.decided.matched, stats.decided.unmatched),
@@ -1916,9 +1920,11 @@ async fn a_payment_with_too_many_candidates_stays_pending_with_the_count() {
             "W012,{k},{k},3,10.00,454321******4821,Visa,123456,1,09/03/2024,12:00:30,WAS-EFT-31337,REC-{k:05}\n"
         ));
     }
+    // The merchant side first (see the Itsu Amex test).
+    w.import_bytes("wasabi", "many.csv", csv.into_bytes()).await;
+    w.run().await;
     w.import_bytes("visa-auth", "one.ndjson", format!("{auth}\n").into_bytes())
         .await;
-    w.import_bytes("wasabi", "many.csv", csv.into_bytes()).await;
     let decided = w.run().await.decided;
     assert_eq!((decided.matched, decided.unmatched), (0, 1), "{decided:?}");
     let p = w.payment(w.tx("visa-auth", "PAY-MANY").await).await;
@@ -2387,6 +2393,10 @@ async fn an_ambiguous_payment_is_retried_when_another_payment_takes_a_candidate(
     ];
     w.import_bytes("costa", "costa.json", serde_json::to_vec(&records).unwrap())
         .await;
+    // Staged before the purchases arrive: staged in the purchase's own run
+    // (the two sides are staged side by side), they may come after the
+    // purchase's first attempt, and then flag it for a second one.
+    w.run().await;
     // One purchase of 10.00 at `time`, imported and run.
     let world = &w;
     let purchase = |id: &'static str, time: &'static str, code: &'static str| {
