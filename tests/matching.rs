@@ -460,8 +460,11 @@ async fn wasabi_visa_worked_example_refines_to_s1_by_the_registered_card() {
     w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
         .await;
     w.cards(&[("tok-visa-5f3a91", "454321", "4821")]).await;
-    w.import("visa-auth", "wasabi/visa-auth.ndjson").await;
+    // The merchant side first (see the Itsu Amex test): the payment's
+    // single attempt is asserted below.
     w.import("wasabi", "wasabi/wasabi.csv").await;
+    w.run().await;
+    w.import("visa-auth", "wasabi/visa-auth.ndjson").await;
 
     let stats = w.run().await;
     assert_eq!(stats.decided.matched, 1, "{stats:?}");
@@ -1491,8 +1494,11 @@ async fn no_review_is_opened_on_a_record_matched_in_the_same_batch() {
     .await;
     w.mids(&[("COSTA-MID-7781", "visa", "costa", None)]).await;
     w.cards(&[("tok-costa-1", "454321", "4821")]).await;
-    w.import("visa-auth", "review-race/visa-auth.ndjson").await;
+    // The merchant side first (see the Itsu Amex test): the attempts are
+    // counted below.
     w.import("costa", "review-race/costa.json").await;
+    w.run().await;
+    w.import("visa-auth", "review-race/visa-auth.ndjson").await;
     // 24.50 sees only RACE-1 (24.50): a match at 100. 24.52 sees RACE-1 and
     // RACE-2 (24.54); T(60) picks RACE-1 at 90 − 30 (inexact): below the
     // default 80, a review — but RACE-1 is taken in the same batch. Tried
