@@ -22,7 +22,7 @@ use accord::store::matching::{ClaimScope, LegRow, MatchBatch, Verdict};
 use accord::store::{
     Card, Channel, Explanation, IdentifierType, ImportStatus, MatchFilter, MatchRow, MerchantMode,
     NewMerchant, NewMid, PaymentFilter, PaymentRow, RedressError, SettingsPatch, Store,
-    TransactionFilter,
+    StoreOptions, TransactionFilter,
 };
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde_json::{Value, json};
@@ -93,6 +93,12 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        World::start_with(StoreOptions::default()).await
+    }
+
+    /// A world whose store is connected with `options` (its transaction
+    /// cache's size).
+    async fn start_with(options: StoreOptions) -> World {
         let db = support::TestDb::create().await;
         let dir = tempfile::tempdir().unwrap();
         let plugins_dir = dir.path().join("plugins");
@@ -137,7 +143,7 @@ impl World {
         std::fs::write(&path, support::config_toml(&config)).unwrap();
         let config = Arc::new(Config::load(Some(&path), Vec::new()).unwrap());
         let url = db.url.clone();
-        let ctx = context(&url, &plugins_dir, config.clone()).await;
+        let ctx = context_with(&url, &plugins_dir, config.clone(), options).await;
         World {
             ctx,
             url,
@@ -406,7 +412,16 @@ impl World {
 }
 
 async fn context(url: &str, plugins_dir: &Path, config: Arc<Config>) -> Context {
-    let store = Store::connect(url).await.unwrap();
+    context_with(url, plugins_dir, config, StoreOptions::default()).await
+}
+
+async fn context_with(
+    url: &str,
+    plugins_dir: &Path,
+    config: Arc<Config>,
+    options: StoreOptions,
+) -> Context {
+    let store = Store::connect_with(url, options).await.unwrap();
     let runtime = support::runtime(plugins_dir, &support::shared_cache_dir());
     let report = tokio::task::spawn_blocking({
         let runtime = runtime.clone();
@@ -1789,7 +1804,11 @@ async fn two_claims_choosing_the_same_candidate_end_in_one_match() {
 /// `2 × records` payments where every merchant record is wanted by exactly
 /// two (payment i wants record i % records: its own code and amount), staged.
 async fn competing_payments(records: usize) -> World {
-    let w = World::start().await;
+    competing_payments_in(World::start().await, records).await
+}
+
+/// [`competing_payments`] in world `w`.
+async fn competing_payments_in(w: World, records: usize) -> World {
     w.merchant("wasabi-club", match_mode()).await;
     w.mids(&[("WAS-EFT-31337", "visa", "wasabi-club", None)])
         .await;
@@ -2068,6 +2087,103 @@ async fn matching_workers_never_put_a_transaction_in_two_matches() {
     );
     assert!(stats.batches >= 3, "{stats:?}");
     assert_one_match_each(&w, RECORDS).await;
+}
+
+/// The transaction cache through the pipeline: staging keeps the
+/// transactions that claims will read (every pending payment's and every
+/// pending merchant record's), each match drops both of its transactions,
+/// and what is left at the end is exactly the transactions of the payments
+/// still pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transaction_cache_fills_at_staging_and_empties_with_the_matches() {
+    const RECORDS: usize = 40;
+    let w = competing_payments(RECORDS).await;
+    let cache = w.store().transaction_cache();
+    let pool = w.store().pool().clone();
+    let ids = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let staged = [
+        ids("SELECT transaction_id FROM payments WHERE status = 'pending'").await,
+        ids("SELECT transaction_id FROM scheme_transactions WHERE status = 'pending'").await,
+    ]
+    .concat();
+    assert_eq!(staged.len(), 3 * RECORDS);
+    assert_eq!(cache.len(), staged.len(), "{cache:?}");
+    for id in &staged {
+        assert!(
+            cache.get(*id).is_some(),
+            "transaction {id} was staged, not cached"
+        );
+    }
+
+    let stats = w.run().await;
+    assert_eq!(stats.decided.matched, RECORDS as u64, "{stats:?}");
+    assert_one_match_each(&w, RECORDS).await;
+    let pending = ids("SELECT transaction_id FROM payments WHERE status = 'pending'").await;
+    assert_eq!(pending.len(), RECORDS);
+    assert_eq!(cache.len(), pending.len(), "{cache:?}");
+    for id in &pending {
+        assert!(
+            cache.get(*id).is_some(),
+            "pending payment's transaction {id} left the cache"
+        );
+    }
+    let matched = [
+        ids("SELECT p.transaction_id FROM matches x JOIN payments p ON p.id = x.payment_id").await,
+        ids("SELECT s.transaction_id FROM matches x JOIN scheme_transactions s ON s.id = x.scheme_id")
+            .await,
+    ]
+    .concat();
+    assert_eq!(matched.len(), 2 * RECORDS);
+    for id in &matched {
+        assert!(
+            cache.get(*id).is_none(),
+            "matched transaction {id} is still cached"
+        );
+    }
+}
+
+/// A transaction cache too small for the backlog evicts while staging, and
+/// claims read what it no longer holds from the database: the outcome is
+/// the same as with room for everything (and with the cache off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matching_reads_what_a_full_transaction_cache_evicted() {
+    const RECORDS: usize = 300;
+    for bytes in [48 << 10, 0] {
+        let w = World::start_with(StoreOptions {
+            transaction_cache_bytes: bytes,
+            ..StoreOptions::default()
+        })
+        .await;
+        let w = competing_payments_in(w, RECORDS).await;
+        let cache = w.store().transaction_cache();
+        assert!(
+            cache.len() < 3 * RECORDS / 2,
+            "{bytes} bytes: {} of {} staged transactions cached",
+            cache.len(),
+            3 * RECORDS
+        );
+        let stats = w.run().await;
+        assert_eq!(
+            stats.decided.matched, RECORDS as u64,
+            "{bytes} bytes: {stats:?}"
+        );
+        assert_one_match_each(&w, RECORDS).await;
+        assert_eq!(
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM payments WHERE status = 'pending'")
+                .fetch_one(w.store().pool())
+                .await
+                .unwrap(),
+            RECORDS as i64
+        );
+    }
 }
 
 /// Percent tolerance (basis points of the payment amount) and a merchant
