@@ -2597,6 +2597,82 @@ async fn an_import_of_unknown_sides_is_staged_under_both_locks() {
     assert_eq!(stats.decided.matched, PURCHASES as u64, "{stats:?}");
 }
 
+/// The race that merchant-side staging's lock closes: a claim must not
+/// decide with a snapshot that misses records being staged (its payments
+/// would be decided "no candidates" while the staging's flags skip them as
+/// already flagged). Here merchant-side staging is under way (waiting for
+/// the lock, held by the test, then staging) when a claim comes: the claim
+/// waits behind it and then sees the records, so every payment is matched
+/// at its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_waits_for_merchant_side_staging_under_way_and_sees_its_records() {
+    const PURCHASES: usize = 30;
+    let w = costa_world().await;
+    let (_, settlements, records) = costa_feeds(PURCHASES);
+    w.import_bytes("visa-settlement", "settlements.json", settlements)
+        .await;
+    let mut staged = MatchStats::default();
+    engine::stage_pending(&w.ctx, &mut staged).await.unwrap();
+    assert_eq!(staged.staged.payments_created, PURCHASES as u64);
+    w.import_bytes("costa", "costa.json", records).await;
+    let waiting =
+        || w.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
+    let until_waiting = |n: i64, what: &'static str| async move {
+        let mut polls = 0;
+        while waiting().await < n {
+            polls += 1;
+            assert!(
+                polls < 600,
+                "{what} did not queue for the lock within a minute"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+
+    let held = w
+        .hold_lock(accord::store::matching::SCHEME_STAGING_LOCK)
+        .await;
+    let stager = w.spawn_stager().await;
+    until_waiting(1, "merchant-side staging").await;
+    let matcher = tokio::spawn({
+        let ctx = w.second_context().await;
+        async move {
+            let mut stats = MatchStats::default();
+            let result = engine::match_pending(&ctx, &mut stats).await;
+            ctx.store.close().await;
+            result.map(|()| stats)
+        }
+    });
+    until_waiting(2, "the claim").await;
+    assert_eq!(
+        w.count("SELECT count(*) FROM payments WHERE attempts > 0")
+            .await,
+        0
+    );
+    held.rollback().await.unwrap();
+
+    let staging = stager.await.unwrap().unwrap();
+    assert_eq!(
+        staging.staged.scheme_pending, PURCHASES as u64,
+        "{staging:?}"
+    );
+    let stats = matcher.await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stats.claimed,
+            stats.decided.matched,
+            stats.decided.unmatched
+        ),
+        (PURCHASES as u64, PURCHASES as u64, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM payments WHERE status = 'matched' AND attempts = 1")
+            .await,
+        PURCHASES as i64
+    );
+}
+
 /// An Amex auth staged before its MID was onboarded is identified later as
 /// a spot merchant's and dropped (payment-feeds.md §2.3): it gives up its
 /// settlement key, so the settlement that comes next creates the payment
